@@ -1,0 +1,35 @@
+# The two commands of the README: `make serve` and `make test`. Both build .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: serve test bench contexts clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+tests/interop/node_modules/.package-lock.json: tests/interop/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --silent --no-audit --no-fund --prefix tests/interop; \
+	 else echo "npm not found: the JavaScript interop tests will be skipped"; fi
+
+serve: $(VENV)/.installed
+	$(BIN)/issuer init
+	$(BIN)/issuer serve
+
+test: $(VENV)/.installed tests/interop/node_modules/.package-lock.json
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py
+
+contexts: $(VENV)/.installed
+	$(BIN)/python scripts/fetch_contexts.py
+
+clean:
+	rm -rf $(VENV) tests/interop/node_modules

@@ -1,0 +1,24 @@
+"""An Open Badges 3.0 issuer for microcredentials: `create_app()` builds the Flask application."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    from . import config, db
+    from .cli import register_commands
+    from .web import api, errors, public, wellknown
+
+    app = Flask(__name__, instance_relative_config=True, template_folder=str(config.PROJECT_ROOT / "templates"))
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    config.load(app, test_config)
+    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+    db.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(public.bp)
+    app.register_blueprint(wellknown.bp)
+    register_commands(app)
+    return app

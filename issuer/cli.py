@@ -1,0 +1,322 @@
+"""The `issuer` command (also `flask --app issuer ...`): set-up, issuing, verifying, keys, tokens, backup."""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import hashlib
+import json
+import shutil
+import sqlite3
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import inspect, select, text
+
+from . import issuing
+from .catalogue import DEMO_CATALOGUE, CatalogueError, load_catalogue
+from .db import get_session, migrate
+from .formats import FormatError, parse_submission
+from .identity import get_context, get_verifier, keyring_exists, reset_context
+from .keys import KeyRing
+from .models import Achievement, AuditEntry, Base
+from .tokens import TokenError, create_token, revoke_tokens_named
+
+DEV_TOKEN_NAME = "development admin"
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name in some containers
+        return "cli"
+
+
+def _raw_entries(path: Path) -> list[dict]:
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return list(data.get("microcredentials", [])) if isinstance(data, dict) else []
+
+
+def load_catalogue_file(path: Path) -> tuple[int, int]:
+    entries = load_catalogue(path)
+    session = get_session()
+    added, updated = issuing.store_catalogue(session, entries, _raw_entries(path), actor=actor())
+    session.commit()
+    return added, updated
+
+
+@click.command("init")
+@click.option("--catalogue", "catalogue_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Catalogue to load instead of the demo catalogue.")
+@click.option("--no-token", is_flag=True, help="Do not create a development admin token.")
+@with_appcontext
+def init_command(catalogue_file: Path | None, no_token: bool) -> None:
+    """Create or upgrade the database, generate keys if there are none, load the catalogue.
+
+    Safe to run again: existing keys, badges and catalogue edits are kept."""
+    app = current_app
+    migrate(app.extensions["issuer.engine"])
+    key_dir = Path(app.config["ISSUER_KEY_DIR"])
+    if not keyring_exists(app.config):
+        KeyRing.create(key_dir, app.config.get("ISSUER_KEY_PASSPHRASE"),
+                       algorithms=("Ed25519", app.config["ISSUER_JWT_ALGORITHM"]))
+        click.echo(f"generated signing keys in {key_dir}")
+    reset_context(app)
+    ctx = get_context()
+    session = get_session()
+    issuing.store_identity(session, ctx, actor=actor())
+    session.commit()
+    if catalogue_file or session.query(Achievement).count() == 0:
+        path = catalogue_file or DEMO_CATALOGUE
+        added, updated = load_catalogue_file(path)
+        click.echo(f"catalogue {path.name}: {added} added, {updated} updated")
+    click.echo(f"issuer {ctx.did}")
+    if not no_token:
+        revoke_tokens_named(session, DEV_TOKEN_NAME)
+        _, secret = create_token(session, DEV_TOKEN_NAME, ["admin", "issue", "revoke"])
+        session.add(AuditEntry(actor=actor(), action="token.create", subject=DEV_TOKEN_NAME,
+                               detail={"scopes": ["admin", "issue", "revoke"]}))
+        session.commit()
+        base = ctx.base_url
+        click.echo("")
+        click.echo(f"Admin API token (shown once; `issuer init` makes a new one): {secret}")
+        click.echo("Open:")
+        click.echo(f"  {base}/                          the catalogue")
+        click.echo(f"  {base}/api/v1/achievements       achievements as JSON")
+        click.echo(f"  {base}/.well-known/did.json      the issuer's DID document")
+        click.echo("Issue a badge:")
+        click.echo(f"  curl -X POST {base}/api/v1/credentials -H 'Authorization: Bearer {secret}' \\")
+        click.echo("       -H 'Content-Type: application/json' \\")
+        first = session.scalars(select(Achievement.code).order_by(Achievement.code)).first() or "CODE"
+        click.echo(f"       -d '{{\"achievement\": \"{first}\", \"recipient\": "
+                   "{\"email\": \"learner@example.com\", \"name\": \"Chan Tai Man\"}}'")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@with_appcontext
+def serve_command(host: str, port: int) -> None:
+    """Serve with the built-in threaded server (for production: gunicorn 'issuer:create_app()')."""
+    app = current_app._get_current_object()
+    if not keyring_exists(app.config):
+        raise click.ClickException("no signing keys yet: run `issuer init` first")
+    click.echo(f"serving {app.config['ISSUER_BASE_URL']} on http://{host}:{port}/")
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+catalogue_group = click.Group("catalogue", help="Manage the catalogue of microcredentials.")
+
+
+@catalogue_group.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_appcontext
+def catalogue_load(file: Path) -> None:
+    """Validate FILE (YAML or JSON) and add or update its microcredentials."""
+    try:
+        added, updated = load_catalogue_file(file)
+    except CatalogueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{added} added, {updated} updated")
+
+
+@click.command("issue")
+@click.option("--achievement", required=True, help="Microcredential code.")
+@click.option("--email", required=True)
+@click.option("--name", default=None)
+@click.option("--did", default=None, help="The learner's DID; adds a VC-JWT.")
+@click.option("--awarded-on", default=None, help="Award date YYYY-MM-DD (default today).")
+@click.option("--result", default=None, help="Grade or score.")
+@with_appcontext
+def issue_command(achievement, email, name, did, awarded_on, result) -> None:
+    """Issue one badge and print its URL (or the URL of the badge already issued for this award)."""
+    recipient = {k: v for k, v in {"email": email, "name": name, "did": did}.items() if v}
+    body = {"achievement": achievement, "recipient": recipient, "awarded_on": awarded_on, "result": result}
+    session = get_session()
+    try:
+        outcome = issuing.issue(session, get_context(), issuing.parse_request(body), actor=actor())
+    except issuing.IssueError as exc:
+        raise click.ClickException(str(exc)) from None
+    row = outcome.credential
+    click.echo(f"{'issued' if outcome.created else 'already issued'}: {row.credential_url}")
+
+
+@click.command("issue-batch")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the per-row result as CSV here (default FILE.report.csv).")
+@with_appcontext
+def issue_batch_command(file: Path, report: Path | None) -> None:
+    """Issue a cohort from a CSV (email, name, achievement, award_date, grade).
+
+    Each row is its own transaction: a bad row is reported and skipped. Re-running the same file after
+    a crash issues nothing twice."""
+    app = current_app
+    try:
+        with file.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            issuing.check_csv_header(reader.fieldnames)
+            rows = [(i + 2, row) for i, row in enumerate(reader)]
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file} is not UTF-8 text") from None
+    except issuing.IssueError as exc:
+        raise click.ClickException(str(exc)) from None
+    report = report or file.with_suffix(".report.csv")
+    ctx = get_context()
+    make_session = app.extensions["issuer.sessionmaker"]
+    with click.progressbar(length=len(rows), label="issuing", file=sys.stderr) as bar:
+        results = issuing.issue_rows(make_session, ctx, rows, actor=actor(), on_row=lambda _r: bar.update(1))
+    with report.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["line", "status", "detail", "credential_url"])
+        for r in results:
+            writer.writerow([r.line, r.status, r.detail, r.credential_url or ""])
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("issued", "already issued", "error")}
+    click.echo(f"{counts['issued']} issued, {counts['already issued']} already issued, "
+               f"{counts['error']} errors; report: {report}")
+    for r in results:
+        if r.status == "error":
+            click.echo(f"  line {r.line}: {r.detail}", err=True)
+    if counts["error"]:
+        sys.exit(2)
+
+
+@click.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--email", default=None, help="Also check the badge was issued to this email.")
+@with_appcontext
+def verify_command(file: Path, email: str | None) -> None:
+    """Verify a credential file (JSON-LD or VC-JWT); exit 0 when verified, 1 when not."""
+    try:
+        submission = parse_submission(file.read_bytes(), None, file.name)
+    except FormatError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = get_verifier().verify_submission(submission, recipient_email=email)
+    click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    sys.exit(0 if result.verified else 1)
+
+
+keys_group = click.Group("keys", help="The issuer's signing keys.")
+
+
+@keys_group.command("list")
+@with_appcontext
+def keys_list() -> None:
+    ctx = get_context()
+    for key in ctx.keyring.all():
+        click.echo(f"{key.status:8} {key.algorithm:8} {key.created}  {ctx.did}#{key.kid}")
+
+
+@keys_group.command("rotate")
+@click.option("--algorithm", type=click.Choice(["Ed25519", "ES256", "RS256"]), default=None,
+              help="Rotate only this key (default: every current key).")
+@with_appcontext
+def keys_rotate(algorithm: str | None) -> None:
+    """Make new current keys; the old ones stay published, so badges they signed keep verifying."""
+    app = current_app
+    ctx = get_context()
+    algorithms = [algorithm] if algorithm else sorted({k.algorithm for k in ctx.keyring.all()
+                                                       if k.status == "current"})
+    for alg in algorithms:
+        key = ctx.keyring.rotate(alg)
+        click.echo(f"new current {alg} key: {ctx.did}#{key.kid}")
+    session = get_session()
+    issuing.store_identity(session, ctx, actor=actor())
+    session.add(AuditEntry(actor=actor(), action="key.rotate", subject=ctx.did, detail={"algorithms": algorithms}))
+    session.commit()
+    reset_context(app)
+
+
+token_group = click.Group("token", help="API tokens.")
+
+
+@token_group.command("create")
+@click.option("--scopes", required=True, help="Comma- or space-separated: issue, revoke, admin.")
+@click.option("--name", default="api", show_default=True, help="Who or what the token is for.")
+@with_appcontext
+def token_create(scopes: str, name: str) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    session = get_session()
+    try:
+        row, secret = create_token(session, name, scopes)
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    session.add(AuditEntry(actor=actor(), action="token.create", subject=name, detail={"scopes": row.scopes}))
+    session.commit()
+    click.echo(secret)
+
+
+@click.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@with_appcontext
+def backup_command(dest: Path) -> None:
+    """Copy the database (a JSON dump of every table, plus the SQLite file itself) and the keys to DEST.
+
+    Keys are copied as they are on disk: encrypted when a passphrase is set. Keep DEST private."""
+    app = current_app
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise click.ClickException(f"{dest} is not empty; choose a new folder for each backup")
+    engine = app.extensions["issuer.engine"]
+    dump: dict[str, list[dict]] = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if not inspect(conn).has_table(table.name):
+                continue
+            rows = conn.execute(table.select()).mappings().all()
+            dump[table.name] = [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    files = {"database.json": json.dumps({"alembic_version": version, "tables": dump}, ensure_ascii=False,
+                                         indent=1).encode("utf-8")}
+    url = app.config["ISSUER_DATABASE_URL"]
+    if url.startswith("sqlite:///"):
+        target = dest / "database.sqlite"
+        with sqlite3.connect(url[len("sqlite:///"):]) as source, sqlite3.connect(target) as copy:
+            source.backup(copy)
+    for name, data in files.items():
+        (dest / name).write_bytes(data)
+    key_dir = Path(app.config["ISSUER_KEY_DIR"])
+    (dest / "keys").mkdir(mode=0o700)
+    for item in key_dir.iterdir():
+        if item.is_file() and item.name not in (".gitignore", "README.md"):
+            shutil.copy2(item, dest / "keys" / item.name)
+            (dest / "keys" / item.name).chmod(0o600)
+    manifest = {p.relative_to(dest).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(dest.rglob("*")) if p.is_file()}
+    (dest / "MANIFEST.json").write_text(json.dumps({
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "database_url": url.split("@")[-1], "files": manifest}, indent=2))
+    counts = ", ".join(f"{len(rows)} {name}" for name, rows in dump.items())
+    click.echo(f"backup written to {dest}: {counts}")
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        import base64
+
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def register_commands(app: Flask) -> None:
+    for command in (init_command, serve_command, catalogue_group, issue_command, issue_batch_command,
+                    verify_command, keys_group, token_group, backup_command):
+        app.cli.add_command(command)
+
+
+def _create_app():
+    from . import create_app
+
+    return create_app()
+
+
+main = FlaskGroup(create_app=_create_app, add_default_commands=False, add_version_option=False,
+                  help="Open Badges 3.0 issuer: set up, issue, verify, manage keys and tokens.")

@@ -1,0 +1,56 @@
+"""Configuration: defaults, then the instance folder's `config.py`, then `ISSUER_*` environment variables.
+
+Every setting a school changes is an `ISSUER_*` variable so that a container or a systemd unit can set it
+without editing files; the instance folder keeps the SQLite database and any local overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# name → (default, parser). Defaults that depend on the instance folder are filled in by `load`.
+_SETTINGS: dict[str, tuple[object, type]] = {
+    "BASE_URL": ("http://127.0.0.1:5000", str),
+    "DATABASE_URL": (None, str),
+    "KEY_DIR": (None, str),
+    "KEY_PASSPHRASE": (None, str),
+    "NAME": ("HKU SPACE Demo School of Professional and Continuing Education", str),
+    "URL": (None, str),
+    "EMAIL": ("registry@example.edu.hk", str),
+    "JWT_ALGORITHM": ("ES256", str),
+    # Development only: let the verifier fetch DID documents from loopback / private addresses over http.
+    "ALLOW_PRIVATE_FETCH": (False, bool),
+    "FETCH_TIMEOUT": (5.0, float),
+}
+
+
+def _parse(value: str, kind: type) -> object:
+    if kind is bool:
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return kind(value)
+
+
+def load(app, overrides: dict | None = None) -> None:
+    """Fill `app.config` with ISSUER_* settings: defaults < instance/config.py < environment < overrides
+    (the overrides are what tests and `create_app(test_config)` pass)."""
+    for name, (default, _) in _SETTINGS.items():
+        app.config.setdefault(f"ISSUER_{name}", default)
+    app.config.from_pyfile("config.py", silent=True)
+    for name, (_, kind) in _SETTINGS.items():
+        env = os.environ.get(f"ISSUER_{name}")
+        if env is not None and env != "":
+            app.config[f"ISSUER_{name}"] = _parse(env, kind)
+    app.config.update(overrides or {})
+
+    app.config["ISSUER_BASE_URL"] = app.config["ISSUER_BASE_URL"].rstrip("/")
+    if not app.config["ISSUER_DATABASE_URL"]:
+        app.config["ISSUER_DATABASE_URL"] = "sqlite:///" + str(Path(app.instance_path) / "issuer.sqlite")
+    if not app.config["ISSUER_KEY_DIR"]:
+        app.config["ISSUER_KEY_DIR"] = str(PROJECT_ROOT / "keys")
+    if not app.config["ISSUER_URL"]:
+        app.config["ISSUER_URL"] = app.config["ISSUER_BASE_URL"]
+    if app.config["ISSUER_JWT_ALGORITHM"] not in ("ES256", "RS256"):
+        raise ValueError("ISSUER_JWT_ALGORITHM must be ES256 or RS256")

@@ -1,0 +1,140 @@
+"""Tell what a submitted badge file is (JSON credential or compact JWS) before anything else reads it.
+
+Everything here is about refusing hostile or broken input early, with a message a learner can act on:
+empty files, non-UTF-8, duplicate JSON member names (two parsers could disagree about which one wins,
+so a signature could cover a different value than the one shown), absurd nesting, oversized uploads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MAX_BYTES = 2 * 1024 * 1024
+MAX_DEPTH = 64
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_BOM = "\ufeff"
+_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+_SVG_START = re.compile(r"<svg[\s>/]", re.IGNORECASE)
+
+
+class FormatError(ValueError):
+    """The submission is not a badge file we can read; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A parsed submission: exactly one of ``credential`` (json-ld) or ``jwt`` (vc-jwt) is set."""
+
+    format: Literal["json-ld", "vc-jwt"]
+    credential: dict | None = None
+    jwt: str | None = None
+
+
+def parse_submission(data: bytes | str, content_type: str | None = None,
+                     filename: str | None = None) -> Submission:
+    """Detect and parse a submitted badge: a JSON credential or a compact JWS (VC-JWT)."""
+    # surrogatepass: a str with lone surrogates then fails the UTF-8 decode below with a clear message.
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if len(raw) > MAX_BYTES:
+        raise FormatError(f"submission is too large ({len(raw)} bytes; the limit is {MAX_BYTES})")
+    if not raw.strip():
+        raise FormatError("submission is empty")
+    if raw.startswith(PNG_SIGNATURE):
+        raise FormatError("baked images are not supported yet (this is a PNG)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"submission is not UTF-8 text (invalid byte at offset {exc.start})") from None
+    text = text.removeprefix(_BOM).strip()
+    if not text:
+        raise FormatError("submission is empty")
+    if _looks_like_svg(text, content_type, filename):
+        raise FormatError("baked images are not supported yet (this is an SVG)")
+    if _JWS.fullmatch(text):
+        _check_jws_header(text)
+        return Submission("vc-jwt", jwt=text)
+    return Submission("json-ld", credential=parse_json_object(text))
+
+
+def parse_json_object(text: str) -> dict:
+    """Strict JSON: one object, no duplicate member names, no NaN/Infinity, at most MAX_DEPTH deep."""
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise FormatError(f"JSON is nested too deep ({depth} levels; the limit is {MAX_DEPTH})")
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except _DuplicateKey as exc:
+        raise FormatError(f"JSON has a duplicate member name {exc.name!r}") from None
+    except RecursionError:
+        raise FormatError("JSON is nested too deep") from None
+    except ValueError as exc:
+        if text[:1] not in "{[\"-0123456789tfn":
+            raise FormatError("submission is neither JSON nor a compact JWS (VC-JWT)") from None
+        raise FormatError(f"submission is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"JSON must be an object (a credential), not {_json_type(value)}")
+    return value
+
+
+def json_depth(text: str) -> int:
+    """Deepest bracket nesting, outside strings; measured before parsing so depth bombs cost nothing."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(_JSON_STRING.sub('""', text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"duplicate member name {name!r}")
+        self.name = name
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    result: dict = {}
+    for name, value in pairs:
+        if name in result:
+            raise _DuplicateKey(name)
+        result[name] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _looks_like_svg(text: str, content_type: str | None, filename: str | None) -> bool:
+    head = text[:4096]
+    if head.startswith("<") and _SVG_START.search(head):
+        return True
+    hinted = (content_type or "").split(";")[0].strip().lower() == "image/svg+xml" \
+        or (filename or "").lower().endswith(".svg")
+    return hinted and head.startswith("<")
+
+
+def _check_jws_header(token: str) -> None:
+    """Three base64url segments could be anything; a JWS header is a JSON object naming an alg."""
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError):
+        raise FormatError("looks like a compact JWS but its header is not base64url JSON") from None
+    if not isinstance(header, dict) or "alg" not in header:
+        raise FormatError("looks like a compact JWS but its header has no alg")

@@ -1,0 +1,80 @@
+"""The issuer's identity: did:web from the public base URL, the OB Profile, and the loaded key ring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from .issuing import IssuerContext
+from .keys import KeyRing
+from .multikey import did_web_from_url
+
+
+def issuer_profile(config) -> dict:
+    base = config["ISSUER_BASE_URL"]
+    profile = {
+        "id": did_web_from_url(base),
+        "type": ["Profile"],
+        "name": config["ISSUER_NAME"],
+        "url": config["ISSUER_URL"],
+        "image": {"id": f"{base}/issuer/image.png", "type": "Image"},
+    }
+    if config.get("ISSUER_EMAIL"):
+        profile["email"] = config["ISSUER_EMAIL"]
+    return profile
+
+
+def keyring_exists(config) -> bool:
+    return (Path(config["ISSUER_KEY_DIR"]) / "keyring.json").exists()
+
+
+def load_context(config) -> IssuerContext:
+    """Load the key ring (once per process: decrypting keys is slow) and the issuer profile."""
+    keyring = KeyRing.load(Path(config["ISSUER_KEY_DIR"]), config.get("ISSUER_KEY_PASSPHRASE"))
+    profile = issuer_profile(config)
+    return IssuerContext(base_url=config["ISSUER_BASE_URL"], did=profile["id"], profile=profile,
+                         keyring=keyring, jwt_algorithm=config["ISSUER_JWT_ALGORITHM"])
+
+
+def get_context(app: Flask | None = None) -> IssuerContext:
+    app = app or current_app
+    ctx = app.extensions.get("issuer.context")
+    if ctx is None:
+        ctx = load_context(app.config)
+        app.extensions["issuer.context"] = ctx
+    return ctx
+
+
+def reset_context(app: Flask) -> None:
+    """Forget the loaded keys (after `init` or `keys rotate`) so the next request loads them afresh."""
+    app.extensions.pop("issuer.context", None)
+
+
+def local_documents(ctx: IssuerContext) -> dict[str, dict]:
+    """Our own DID document and JWKS, so our badges verify without a network round trip to ourselves."""
+    from urllib.parse import urlsplit
+
+    from .keys import did_document, jwks
+
+    keys = ctx.keyring.all()
+    authority = urlsplit(ctx.base_url).netloc
+    return {
+        ctx.did: did_document(ctx.did, keys),
+        f"https://{authority}/.well-known/jwks.json": jwks(keys),
+        f"http://{authority}/.well-known/jwks.json": jwks(keys),
+    }
+
+
+def get_verifier(app: Flask | None = None):
+    """A verifier that knows our own keys locally and fetches other issuers' keys under the fetch policy."""
+    from .fetch import FetchPolicy
+    from .resolve import KeyResolver
+    from .verify import Verifier
+
+    app = app or current_app
+    ctx = get_context(app)
+    allow = bool(app.config["ISSUER_ALLOW_PRIVATE_FETCH"])
+    policy = FetchPolicy(allow_http=allow, allow_private=allow, timeout=app.config["ISSUER_FETCH_TIMEOUT"])
+    # A new resolver per verification: its cache must not outlive a key rotation elsewhere.
+    return Verifier(KeyResolver(local_documents=local_documents(ctx), policy=policy))

@@ -1,0 +1,121 @@
+"""The registry's tables. Alembic migrations in `issuer/migrations/` create them; never `create_all`."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Issuer(Base):
+    """The school as an issuer: its did:web identity and the OB Profile shown in every badge."""
+
+    __tablename__ = "issuers"
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)  # the did:web
+    name: Mapped[str] = mapped_column(String(300))
+    url: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(300))
+    image_url: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PublicKey(Base):
+    """Public part of every signing key, current or retired: what did.json and jwks.json publish."""
+
+    __tablename__ = "public_keys"
+    kid: Mapped[str] = mapped_column(String(200), primary_key=True)
+    issuer_id: Mapped[str] = mapped_column(ForeignKey("issuers.id"))
+    algorithm: Mapped[str] = mapped_column(String(20))
+    public_jwk: Mapped[dict] = mapped_column(JSON)
+    public_multibase: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="current")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Achievement(Base):
+    """A microcredential of the catalogue. `entry` is the validated catalogue entry as loaded."""
+
+    __tablename__ = "achievements"
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    entry: Mapped[dict] = mapped_column(JSON)
+    image_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    image_svg: Mapped[str | None] = mapped_column(Text)
+    retired: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Credential(Base):
+    """An issued badge. `document` is the signed JSON exactly as served; it is never rebuilt or re-signed."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (
+        UniqueConstraint("recipient_email", "achievement_code", "awarded_on", name="uq_credential_award"),
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # unguessable public id
+    credential_url: Mapped[str] = mapped_column(String(500), unique=True)
+    achievement_code: Mapped[str] = mapped_column(ForeignKey("achievements.code"))
+    recipient_email: Mapped[str] = mapped_column(String(320), index=True)
+    recipient_name: Mapped[str | None] = mapped_column(String(300))
+    recipient_did: Mapped[str | None] = mapped_column(String(500))
+    awarded_on: Mapped[date] = mapped_column(Date)
+    document: Mapped[str] = mapped_column(Text)
+    document_sha256: Mapped[str] = mapped_column(String(64))
+    jwt: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_digest: Mapped[str] = mapped_column(String(64))
+    issued_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token. Only its sha256 is stored; the token itself is shown once, when created."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """Append-only log of who did what. Rows are never updated or deleted (enforced below)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    subject: Mapped[str | None] = mapped_column(String(500))
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+@event.listens_for(AuditEntry, "before_update")
+@event.listens_for(AuditEntry, "before_delete")
+def _audit_is_append_only(mapper, connection, target) -> None:
+    raise PermissionError("the audit log is append-only")

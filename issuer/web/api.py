@@ -1,0 +1,170 @@
+"""The JSON API under /api/v1: achievements, issuing, verifying."""
+
+from __future__ import annotations
+
+import json
+from functools import wraps
+
+from flask import Blueprint, current_app, g, jsonify, request, url_for
+
+from .. import issuing
+from ..catalogue import CatalogueError, validate_catalogue
+from ..db import get_session
+from ..formats import FormatError, parse_submission
+from ..identity import get_context, get_verifier
+from ..models import Achievement, Credential
+from ..tokens import authenticate
+from .errors import ApiError
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def require_scope(scope: str):
+    """Bearer-token guard: 401 without a valid token, 403 when the token lacks the scope."""
+
+    def decorate(view):
+        @wraps(view)
+        def guarded(*args, **kwargs):
+            header = request.headers.get("Authorization", "")
+            challenge = {"WWW-Authenticate": 'Bearer realm="issuer"'}
+            if not header.startswith("Bearer ") or not header[7:].strip():
+                raise ApiError(401, "an API token is required: Authorization: Bearer <token>", headers=challenge)
+            session = get_session()
+            caller = authenticate(session, header[7:].strip())
+            if caller is None:
+                raise ApiError(401, "the API token is unknown or revoked", headers=challenge)
+            if scope not in caller.scopes and "admin" not in caller.scopes:
+                raise ApiError(403, f"this token lacks the '{scope}' scope")
+            session.commit()  # records last use
+            g.caller = caller
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
+def json_body() -> object:
+    """The request's JSON body, with a message that says what is wrong when it is not JSON."""
+    if not request.mimetype or "json" not in request.mimetype:
+        raise ApiError(415, "send the request body as JSON with Content-Type: application/json")
+    raw = request.get_data(cache=True)
+    if not raw:
+        raise ApiError(400, "the request body is empty; a JSON object is expected")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                            f"column {exc.colno}") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
+
+
+# --- achievements ------------------------------------------------------------------------------------
+
+def achievement_summary(row: Achievement) -> dict:
+    ctx = get_context()
+    entry = row.entry
+    return {
+        "code": row.code,
+        "id": ctx.achievement_url(row.code),
+        "name": entry["name"],
+        "credits": entry["credits"],
+        "contact_hours": entry.get("contact_hours"),
+        "theme": entry["theme"],
+        "area": entry["area"],
+        "qf_level": entry["qf_level"],
+        "cef_code": entry.get("cef_code"),
+        "language": entry.get("language"),
+        "retired": row.retired,
+        "image": ctx.achievement_url(row.code) + "/image.png",
+    }
+
+
+@bp.get("/achievements")
+def list_achievements():
+    rows = get_session().query(Achievement).order_by(Achievement.code).all()
+    return jsonify({"achievements": [achievement_summary(r) for r in rows]})
+
+
+@bp.post("/achievements")
+@require_scope("admin")
+def add_achievement():
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be one catalogue entry (a JSON object)")
+    try:
+        (mc,) = validate_catalogue({"microcredentials": [body]})
+    except CatalogueError as exc:
+        raise ApiError(422, str(exc)) from None
+    session = get_session()
+    if session.get(Achievement, mc.code) is not None:
+        raise ApiError(409, f"achievement {mc.code} already exists", field="code")
+    issuing.store_catalogue(session, [mc], [body], actor=g.caller.actor)
+    session.commit()
+    row = session.get(Achievement, mc.code)
+    response = jsonify({**achievement_summary(row), "achievement": issuing.achievement_document(get_context(), row)})
+    response.status_code = 201
+    response.headers["Location"] = url_for("public.achievement", code=mc.code)
+    return response
+
+
+# --- issuing -----------------------------------------------------------------------------------------
+
+def credential_response(row: Credential, status: int):
+    body = {"id": row.id, "url": row.credential_url, "credential": json.loads(row.document)}
+    if row.jwt:
+        body["jwt"] = row.jwt
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["Location"] = row.credential_url
+    return response
+
+
+@bp.post("/credentials")
+@require_scope("issue")
+def issue_credential():
+    body = json_body()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        key = key.strip()
+        if not key or len(key) > 200 or not key.isprintable():
+            raise ApiError(400, "Idempotency-Key must be 1 to 200 printable characters", field="Idempotency-Key")
+    session = get_session()
+    try:
+        req = issuing.parse_request(body)
+        outcome = issuing.issue(session, get_context(), req, actor=g.caller.actor, idempotency_key=key)
+    except issuing.IssueError as exc:
+        session.rollback()
+        raise ApiError(exc.status, str(exc), field=exc.field) from None
+    return credential_response(outcome.credential, 201 if outcome.created else 200)
+
+
+# --- verifying ---------------------------------------------------------------------------------------
+
+@bp.post("/verify")
+def verify():
+    """Verify any credential: JSON body, a JWT as text/plain, or a file upload (field `file`)."""
+    email = request.args.get("recipient_email") or request.form.get("recipient_email")
+    if request.files:
+        upload = request.files.get("file") or next(iter(request.files.values()))
+        data, ctype, name = upload.read(), upload.mimetype, upload.filename
+    else:
+        data, ctype, name = request.get_data(cache=True), request.mimetype, None
+        if request.mimetype and "json" in request.mimetype:
+            wrapper = json_body()
+            if isinstance(wrapper, dict) and "credential" in wrapper and "@context" not in wrapper:
+                email = email or wrapper.get("recipient_email")
+                inner = wrapper["credential"]
+                data = inner if isinstance(inner, str) else json.dumps(inner, ensure_ascii=False)
+    if email is not None and not isinstance(email, str):
+        raise ApiError(400, "recipient_email must be a string", field="recipient_email")
+    try:
+        submission = parse_submission(data, ctype, name)
+    except FormatError as exc:
+        raise ApiError(400, str(exc)) from None
+    result = get_verifier().verify_submission(submission, recipient_email=email)
+    current_app.logger.info("verified %s: %s", result.format, result.verified)
+    return jsonify(result.to_json())

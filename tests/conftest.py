@@ -1,0 +1,99 @@
+"""Shared fixtures. The official standards files live in ../shared/standards beside the project; tests
+that need them skip, saying why, when that folder is absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STANDARDS = PROJECT_ROOT.parent / "shared" / "standards"
+
+
+@pytest.fixture(scope="session")
+def standards() -> Path:
+    if not STANDARDS.is_dir():
+        pytest.skip(f"official standards files not found at {STANDARDS} (../shared/standards)")
+    return STANDARDS
+
+
+@pytest.fixture(scope="session")
+def load_standard(standards):
+    def load(relative: str):
+        path = standards / relative
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if path.suffix in (".json", ".jsonld") else text
+
+    return load
+
+
+# --- the application, on SQLite by default or on PostgreSQL when ISSUER_TEST_DATABASE_URL is set ---
+
+import os  # noqa: E402
+import uuid  # noqa: E402
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+
+def _database_url(tmp_path: Path):
+    """A fresh database for one test: a SQLite file, or a new PostgreSQL schema dropped afterwards."""
+    base = os.environ.get("ISSUER_TEST_DATABASE_URL")
+    if not base:
+        return f"sqlite:///{tmp_path / 'issuer.sqlite'}", None
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}", (admin, schema)
+
+
+@pytest.fixture
+def app(tmp_path):
+    from issuer import create_app
+
+    url, cleanup = _database_url(tmp_path)
+    application = create_app({
+        "TESTING": True,
+        "ISSUER_DATABASE_URL": url,
+        "ISSUER_KEY_DIR": str(tmp_path / "keys"),
+        "ISSUER_BASE_URL": "http://127.0.0.1:5000",
+        "ISSUER_KEY_PASSPHRASE": None,
+    })
+    application.instance_path = str(tmp_path / "instance")
+    result = application.test_cli_runner().invoke(args=["init", "--no-token"])
+    assert result.exit_code == 0, result.output
+    yield application
+    application.extensions["issuer.engine"].dispose()
+    if cleanup:
+        admin, schema = cleanup
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def make_token(app):
+    from issuer.db import get_session
+    from issuer.tokens import create_token
+
+    def make(scopes="issue", name="test"):
+        with app.app_context():
+            session = get_session()
+            _, secret = create_token(session, name, scopes)
+            session.commit()
+        return secret
+
+    return make
+
+
+@pytest.fixture
+def issue_token(make_token):
+    return make_token("issue")
