@@ -23,16 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from issuer import credentials as docs  # noqa: E402
-from issuer import proofs, vcjwt  # noqa: E402
-from issuer.catalogue import DEMO_CATALOGUE, load_catalogue  # noqa: E402
-from issuer.keys import KeyRing  # noqa: E402
-from issuer.multikey import did_key  # noqa: E402
+from issuer import credentials as docs
+from issuer import proofs, vcjwt
+from issuer.catalogue import DEMO_CATALOGUE, load_catalogue
+from issuer.keys import KeyRing
+from issuer.multikey import did_key
 
 
 def median_ms(fn, rounds: int) -> float:
@@ -76,10 +75,10 @@ def proof_figures(rounds: int) -> list[tuple[str, float, str]]:
             key = ring.current(alg)
             token = vcjwt.sign_vc_jwt(unsigned, key, f"{did}#{key.kid}")
             rows.append((f"VC-JWT {alg}: sign", median_ms(
-                lambda: vcjwt.sign_vc_jwt(unsigned, key, f"{did}#{key.kid}"), rounds),
+                lambda key=key: vcjwt.sign_vc_jwt(unsigned, key, f"{did}#{key.kid}"), rounds),
                 "≤ 0.2 ms" if alg == "ES256" else ""))
             rows.append((f"VC-JWT {alg}: verify", median_ms(
-                lambda: vcjwt.verify_vc_jwt(token, key.public_key), rounds), ""))
+                lambda key=key, token=token: vcjwt.verify_vc_jwt(token, key.public_key), rounds), ""))
         return rows
 
 
@@ -100,12 +99,15 @@ def http_figures(requests_total: int, concurrency: int) -> list[tuple[str, float
         out = subprocess.run([issuer_bin, "init"], env=env, capture_output=True, text=True, check=True).stdout
         token = next(line for line in out.splitlines() if "Admin API token" in line).rsplit(": ", 1)[1]
         server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "-q",
-             "issuer:create_app()"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [str(Path(sys.executable).parent / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}",
+             "--log-level", "warning", "issuer:create_app()"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}"
             deadline = time.time() + 30
             while time.time() < deadline:
+                if server.poll() is not None:
+                    raise RuntimeError(f"gunicorn exited with status {server.returncode}")
                 try:
                     code = requests.get(f"{base}/api/v1/achievements", timeout=1).json()["achievements"][0]["code"]
                     break

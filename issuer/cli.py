@@ -9,7 +9,7 @@ import json
 import shutil
 import sqlite3
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -107,8 +107,11 @@ def serve_command(host: str, port: int) -> None:
     app = current_app._get_current_object()
     if not keyring_exists(app.config):
         raise click.ClickException("no signing keys yet: run `issuer init` first")
-    click.echo(f"serving {app.config['ISSUER_BASE_URL']} on http://{host}:{port}/")
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    from werkzeug.serving import run_simple
+
+    click.echo(f"serving {app.config['ISSUER_BASE_URL']} on http://{host}:{port}/ (Ctrl-C stops)")
+    # run_simple, not app.run: Flask ignores app.run() inside its own CLI.
+    run_simple(host, port, app, threaded=True, use_reloader=False)
 
 
 catalogue_group = click.Group("catalogue", help="Manage the catalogue of microcredentials.")
@@ -290,7 +293,7 @@ def backup_command(dest: Path) -> None:
     manifest = {p.relative_to(dest).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(dest.rglob("*")) if p.is_file()}
     (dest / "MANIFEST.json").write_text(json.dumps({
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "database_url": url.split("@")[-1], "files": manifest}, indent=2))
     counts = ", ".join(f"{len(rows)} {name}" for name, rows in dump.items())
     click.echo(f"backup written to {dest}: {counts}")

@@ -13,8 +13,9 @@ import hashlib
 import re
 import secrets
 import unicodedata
-from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence, TypedDict
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 from .catalogue import Microcredential, is_chinese
@@ -142,7 +143,7 @@ def datetime_z(value: datetime | str) -> str:
             raise ValueError(f"not an ISO 8601 date-time: {value!r}") from exc
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"date-time needs a time zone: {value.isoformat()}")
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- achievement -----------------------------------------------------------------------------------

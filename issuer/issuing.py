@@ -10,9 +10,10 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -104,7 +105,7 @@ def parse_award_date(value: Any, today: date | None = None) -> date | None:
         day = date.fromisoformat(value.strip()[:10]) if len(value.strip()) >= 10 else date.fromisoformat(value)
     except ValueError:
         raise IssueError(f"awarded_on {value!r} is not a date (YYYY-MM-DD)", "awarded_on") from None
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     # One day of slack: a completion recorded in Hong Kong may still be "tomorrow" in UTC.
     if day > today + timedelta(days=1):
         raise IssueError(f"awarded_on {day} is in the future", "awarded_on")
@@ -351,7 +352,7 @@ def store_catalogue(session: Session, entries: list[Microcredential], raw_entrie
                     *, actor: str) -> tuple[int, int]:
     """Insert or update achievements; returns (added, updated). Issued badges are never touched."""
     added = updated = 0
-    for mc, raw in zip(entries, raw_entries):
+    for mc, raw in zip(entries, raw_entries, strict=True):
         row = session.get(Achievement, mc.code)
         if row is None:
             row = Achievement(code=mc.code, entry=raw)

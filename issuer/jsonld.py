@@ -42,8 +42,10 @@ _ABSOLUTE_IRI = re.compile(r"^([A-Za-z][A-Za-z0-9+\-.]*|_):[^\s]*$")
 _UNDEFINED = "urn:x-ob3-issuer:undefined-term:"
 _KEYWORD_SHAPE = re.compile(r"^@[A-Za-z]+$")
 _KEYWORDS = frozenset(
-    "@base @container @context @direction @graph @id @import @included @index @json @language @list "
-    "@nest @none @prefix @propagate @protected @reverse @set @type @value @version @vocab".split()
+    """
+    @base @container @context @direction @graph @id @import @included @index @json @language @list @nest
+    @none @prefix @propagate @protected @reverse @set @type @value @version @vocab
+    """.split()
 )
 
 # Work limits for canonicalisation (RDFC-1.0 asks implementations to guard against "poison" datasets
@@ -157,6 +159,43 @@ def _pyld_options(loader: Loader | None) -> dict[str, Any]:
     # triples that jsonld.js leaves out; kept relative, they are dropped by toRDF and caught by check_safe.
     options["base"] = None
     return options
+
+
+class _Processor(pyld.JsonLdProcessor):
+    """pyld's processor with one cache added: the child context a type-scoped context starts from.
+
+    A type-scoped context does not propagate, so pyld first clones the active context (recording it as
+    `previousContext`) and then processes the scoped context on that clone. The clone gets a new `_uuid`
+    every time, and pyld's processed-context cache is keyed by that uuid, so the same OB class context
+    was re-processed for every node of every credential (most of the cost of signing). Reusing one clone
+    per parent context makes those lookups hit. The clone is never modified after it is made: pyld
+    clones again before defining terms, so sharing it changes no result (the vectors and the pyoxigraph
+    differential tests pin this).
+    """
+
+    _MAX_CLONES = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._non_propagating: dict[str, dict] = {}
+
+    def _process_context(self, active_ctx, local_ctx, options, override_protected=False, propagate=True,
+                         validate_scoped=True, cycles=None):
+        if (not propagate and "_uuid" in active_ctx and not active_ctx.get("previousContext")
+                and isinstance(local_ctx, dict) and "@propagate" not in local_ctx):
+            child = self._non_propagating.get(active_ctx["_uuid"])
+            if child is None:
+                if len(self._non_propagating) >= self._MAX_CLONES:
+                    self._non_propagating.clear()
+                child = self._clone_active_context(active_ctx)
+                child["previousContext"] = active_ctx
+                self._non_propagating[active_ctx["_uuid"]] = child
+            active_ctx = child
+        return super()._process_context(active_ctx, local_ctx, options, override_protected, propagate,
+                                         validate_scoped, cycles)
+
+
+_PROCESSOR = _Processor()
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -277,7 +316,19 @@ class _Rdfc10(URDNA2015):
 def to_dataset(doc: Any, loader: Loader | None = None) -> dict:
     """The RDF dataset of a JSON-LD document (pyld's dict form), using only allowed contexts."""
     options = {**_pyld_options(loader), "produceGeneralizedRdf": False}
-    return _call_pyld(pyld.to_rdf, doc, options)
+    return _call_pyld(_PROCESSOR.to_rdf, doc, options)
+
+
+def dataset_from_expanded(expanded: list) -> dict:
+    """The RDF dataset of an already expanded document: pyld's toRDF without its second expansion."""
+    processor = pyld.JsonLdProcessor()
+    issuer = pyld.IdentifierIssuer("_:b")
+    node_map: dict[str, dict] = {"@default": {}}
+    processor._create_node_map(expanded, node_map, "@default", issuer)
+    options = {"produceGeneralizedRdf": False, "rdfDirection": None, "processingMode": "json-ld-1.1"}
+    return {name: processor._graph_to_rdf(graph, issuer, options)
+            for name, graph in sorted(node_map.items())
+            if name == "@default" or pyld._is_absolute_iri(name)}
 
 
 def canonize_dataset(dataset: dict) -> str:
@@ -369,7 +420,7 @@ def safe_expand(doc: dict, loader: Loader | None = None) -> list:
     for key, path in _reserved_keys(doc, "$"):
         raise JsonLdSafetyError(f"{key!r} at {path} looks like a JSON-LD keyword but is not one", term=key)
     options = {**_pyld_options(loader), "expandContext": {"@vocab": _UNDEFINED}}
-    expanded = _call_pyld(pyld.expand, doc, options)
+    expanded = _call_pyld(_PROCESSOR.expand, doc, options)
     _check_expanded(expanded)
     return expanded
 

@@ -62,7 +62,8 @@ def _canonical_hash(doc: dict, what: str, loader: Loader | None) -> bytes:
     """SHA-256 of the RDFC-1.0 form of `doc`, after the safety check (one expansion serves both)."""
     try:
         expanded = jsonld.safe_expand(doc, loader)
-        return hashlib.sha256(jsonld.canonize(expanded, loader).encode("utf-8")).digest()
+        canonical = jsonld.canonize_dataset(jsonld.dataset_from_expanded(expanded))
+        return hashlib.sha256(canonical.encode("utf-8")).digest()
     except (JsonLdSafetyError, CanonicalizationError) as exc:
         raise ProofError(f"{what}: {exc}") from exc
     except UnicodeEncodeError as exc:

@@ -88,7 +88,7 @@ def to_numeric_date(value: Any, field: str) -> int:
     return math.floor(moment.timestamp())
 
 
-def from_numeric_date(value: int | float) -> str:
+def from_numeric_date(value: float) -> str:
     moment = datetime.fromtimestamp(value, UTC)
     if moment.microsecond:
         return moment.isoformat().replace("+00:00", "Z")
@@ -330,7 +330,7 @@ def _merge_vc_claims(vc: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     return credential
 
 
-def _same_second(claim: int | float, value: Any, field: str) -> bool:
+def _same_second(claim: float, value: Any, field: str) -> bool:
     return abs(claim - to_numeric_date(value, field)) < 1
 
 

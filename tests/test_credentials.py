@@ -9,9 +9,10 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from jsonschema import Draft201909Validator, FormatChecker
@@ -104,7 +105,7 @@ def test_identity_hash_matches_the_ob_specification_example():
 
 
 def test_identity_hash_appends_the_salt():
-    expected = hashlib.sha256("someone@example.orgpepper".encode()).hexdigest()
+    expected = hashlib.sha256(b"someone@example.orgpepper").hexdigest()
     assert hash_identity("someone@example.org", "pepper") == f"sha256${expected}"
 
 

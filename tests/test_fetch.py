@@ -60,9 +60,9 @@ def no_outside_connections(monkeypatch) -> list[tuple[str, int]]:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, Callable[["_Handler"], None]] = {}
+    routes: dict[str, Callable[[_Handler], None]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         route = self.routes.get(self.path.split("?", 1)[0])
         if route is None:
             self.send_error(404)
@@ -117,7 +117,7 @@ def make_tls(hostname: str, tmp_path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """A self-signed certificate for ``hostname``: (server context, client context trusting it)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -225,9 +225,8 @@ def test_local_server_works_when_http_and_private_are_allowed(no_outside_connect
 
 
 def test_local_server_is_refused_under_the_default_policy(no_outside_connections) -> None:
-    with serve({"/did.json": lambda h: send_json(h, {})}) as server:
-        with pytest.raises(FetchError):
-            fetch_json(f"http://127.0.0.1:{server.server_address[1]}/did.json")
+    with serve({"/did.json": lambda h: send_json(h, {})}) as server, pytest.raises(FetchError):
+        fetch_json(f"http://127.0.0.1:{server.server_address[1]}/did.json")
     assert no_outside_connections == []
 
 
@@ -337,9 +336,8 @@ def test_declared_oversized_body_is_refused_before_reading() -> None:
         handler.send_header("Content-Length", str(10 * 1024 * 1024))
         handler.end_headers()
 
-    with serve({"/big": declared}) as server:
-        with pytest.raises(FetchError, match="exceeds"):
-            fetch_json(f"http://127.0.0.1:{server.server_address[1]}/big", policy=LOCAL_HTTP)
+    with serve({"/big": declared}) as server, pytest.raises(FetchError, match="exceeds"):
+        fetch_json(f"http://127.0.0.1:{server.server_address[1]}/big", policy=LOCAL_HTTP)
 
 
 @pytest.mark.parametrize("style", ["silent", "trickle"])
@@ -379,12 +377,10 @@ def test_non_object_or_invalid_json_is_a_fetch_error(body: bytes, message: str) 
         handler.end_headers()
         handler.wfile.write(body)
 
-    with serve({"/doc": raw}) as server:
-        with pytest.raises(FetchError, match=message):
-            fetch_json(f"http://127.0.0.1:{server.server_address[1]}/doc", policy=LOCAL_HTTP)
+    with serve({"/doc": raw}) as server, pytest.raises(FetchError, match=message):
+        fetch_json(f"http://127.0.0.1:{server.server_address[1]}/doc", policy=LOCAL_HTTP)
 
 
 def test_http_errors_are_reported_with_status() -> None:
-    with serve({}) as server:
-        with pytest.raises(FetchError, match="HTTP 404"):
-            fetch_json(f"http://127.0.0.1:{server.server_address[1]}/missing", policy=LOCAL_HTTP)
+    with serve({}) as server, pytest.raises(FetchError, match="HTTP 404"):
+        fetch_json(f"http://127.0.0.1:{server.server_address[1]}/missing", policy=LOCAL_HTTP)

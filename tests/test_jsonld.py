@@ -45,6 +45,7 @@ OFFICIAL_COPIES = {
     "https://www.w3.org/2018/credentials/v1": "contexts/w3c/credentials-v1.jsonld",
     "https://w3id.org/security/data-integrity/v1": "contexts/w3c/data-integrity-v1.jsonld",
     "https://www.w3.org/ns/credentials/status/v1": "contexts/w3c/bitstring-status-list-v1.jsonld",
+    OB_UNVERSIONED: "contexts/1edtech/ob-v3p0-context.json",
 }
 
 SPEC_EXAMPLES = [
@@ -75,11 +76,10 @@ VALIDATOR_FIXTURES = [
 
 @pytest.fixture(scope="module")
 def official_loader(load_standard):
-    """Bundled contexts plus the two the official examples need that we do not ship."""
+    """Bundled contexts plus the one the official examples need that we do not ship."""
     return jsonld.make_loader(
         {
             EXAMPLES_V2: load_standard("contexts/w3c/credentials-examples-v2.jsonld"),
-            OB_UNVERSIONED: load_standard("contexts/1edtech/ob-v3p0-context.json"),
         }
     )
 
@@ -518,3 +518,27 @@ def test_check_safe_accepts_terms_under_a_context_vocab():
     doc["@context"] = [*doc["@context"], {"@vocab": "https://issuer.example/terms#"}]
     jsonld.check_safe(doc)
     assert "https://issuer.example/terms#favouriteColour" in jsonld.canonize(doc)
+
+
+def test_the_scoped_context_cache_changes_no_expansion(official_loader, load_standard):
+    """Our processor reuses the clone a type-scoped context starts from; pyld's own must agree exactly,
+    for every spec example and validator fixture, expanded repeatedly so the cache is warm."""
+    from issuer.catalogue import DEMO_CATALOGUE, load_catalogue
+    from issuer.credentials import achievement_document, credential_document
+
+    documents = [load_standard(f"examples/ob_v3p0/spec/{name}") for name in SPEC_EXAMPLES]
+    documents += [load_standard(f"examples/ob_v3p0/1edtech-validator-fixtures/{n}") for n in VALIDATOR_FIXTURES]
+    for mc in load_catalogue(DEMO_CATALOGUE)[:4]:
+        achievement = achievement_document(mc, f"https://example.edu/a/{mc.code}",
+                                           image_url="https://example.edu/i.png")
+        documents.append(credential_document(
+            credential_id="urn:uuid:4f1c1e0a-0c7a-4c57-9d1e-7f1f4c1f7a10",
+            issuer_profile={"id": "did:web:example.edu", "type": ["Profile"], "name": "School"},
+            achievement=achievement, recipient_email="a@example.edu", salt="s",
+            valid_from="2026-01-01T00:00:00Z", result="A"))
+    for _ in range(3):
+        for doc in documents:
+            options = jsonld._pyld_options(official_loader)
+            ours = jsonld._PROCESSOR.expand(copy.deepcopy(doc), dict(options))
+            plain = pyld.JsonLdProcessor().expand(copy.deepcopy(doc), dict(jsonld._pyld_options(official_loader)))
+            assert ours == plain

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from jsonschema import Draft201909Validator, FormatChecker
 
+import issuer.schema as schema_module
 from issuer.catalogue import DEMO_CATALOGUE, load_catalogue
 from issuer.credentials import achievement_document, credential_document
-import issuer.schema as schema_module
 from issuer.schema import (
     CREDENTIAL_SCHEMA,
     format_checker,
