@@ -179,10 +179,14 @@ def microcredential(row: Achievement) -> Microcredential:
     return validate_catalogue({"microcredentials": [row.entry]})[0]
 
 
-def achievement_document(ctx: IssuerContext, row: Achievement) -> dict:
+LANGUAGES = ("en", "zh-Hant")
+
+
+def achievement_document(ctx: IssuerContext, row: Achievement, language: str = "en") -> dict:
+    """The Achievement in one language edition (the other edition is listed in `related`)."""
     return docs.achievement_document(
         microcredential(row), ctx.achievement_url(row.code),
-        image_url=ctx.achievement_url(row.code) + "/image.png", issuer_profile=ctx.profile,
+        image_url=ctx.achievement_url(row.code) + "/image.png", issuer_profile=ctx.profile, language=language,
     )
 
 

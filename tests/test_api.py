@@ -47,6 +47,10 @@ def test_achievement_id_answers_json_for_machines_and_html_for_browsers(client):
     page = client.get(f"/achievements/{code}", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
     assert page.mimetype == "text/html"
     assert code in page.get_data(as_text=True)
+    chinese = client.get(doc["related"][0]["id"], headers={"Accept": "application/json"}).get_json()
+    assert chinese["inLanguage"] == "zh-Hant" and chinese["name"] == doc["related"][0]["name"]
+    assert chinese["related"][0]["id"] == doc["id"]
+    assert client.get(f"/achievements/{code}?lang=fr", headers={"Accept": "application/json"}).status_code == 404
     assert client.get(f"/achievements/{code}/image.png").data[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in client.get(f"/achievements/{code}/image.svg").data
 

@@ -72,10 +72,18 @@ def _achievement(code: str) -> Achievement:
     return row
 
 
+def _language() -> str:
+    """The edition asked for with `?lang=` (the `related` ids of our Achievements use it)."""
+    language = request.args.get("lang", "en")
+    if language not in issuing.LANGUAGES:
+        abort(404, description=f"no {language!r} edition; editions: {', '.join(issuing.LANGUAGES)}")
+    return language
+
+
 @bp.get("/achievements/<code>")
 def achievement(code: str):
     row = _achievement(code)
-    document = issuing.achievement_document(get_context(), row)
+    document = issuing.achievement_document(get_context(), row, _language())
     kind = _negotiate()
     if kind != "text/html":
         response = jsonify(document)
@@ -87,7 +95,7 @@ def achievement(code: str):
 
 @bp.get("/achievements/<code>.json")
 def achievement_json(code: str):
-    return jsonify(issuing.achievement_document(get_context(), _achievement(code)))
+    return jsonify(issuing.achievement_document(get_context(), _achievement(code), _language()))
 
 
 @bp.get("/achievements/<code>/image.png")
