@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -176,7 +177,13 @@ def parse_request(body: Any) -> IssueRequest:
 
 
 def microcredential(row: Achievement) -> Microcredential:
-    return validate_catalogue({"microcredentials": [row.entry]})[0]
+    return _microcredential(json.dumps(row.entry, sort_keys=True, ensure_ascii=False))
+
+
+@lru_cache(maxsize=1024)
+def _microcredential(entry_json: str) -> Microcredential:
+    # Schema validation costs about a millisecond; entries change rarely, so each is validated once.
+    return validate_catalogue({"microcredentials": [json.loads(entry_json)]})[0]
 
 
 LANGUAGES = ("en", "zh-Hant")
