@@ -134,13 +134,25 @@ def identity_matches(identity: Mapping[str, Any], value: str) -> bool:
 # --- dates -----------------------------------------------------------------------------------------
 
 
+def parse_datetime(value: Any, name: str = "date-time") -> datetime:
+    """An XML Schema / ISO 8601 date-time that must carry a time zone (OB's DateTimeZ)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is not a date-time string")
+    text = value.strip()
+    text = text[:-1] + "Z" if text.endswith("z") else text
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not a valid date-time") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} {value!r} has no timezone")
+    return moment
+
+
 def datetime_z(value: datetime | str) -> str:
     """DateTimeZ as we emit it, 'YYYY-MM-DDTHH:MM:SSZ' in UTC; a time without a zone is an error."""
     if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("z", "Z"))
-        except ValueError as exc:
-            raise ValueError(f"not an ISO 8601 date-time: {value!r}") from exc
+        value = parse_datetime(value)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"date-time needs a time zone: {value.isoformat()}")
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -6,7 +6,7 @@ Why each piece exists:
   with the code (`contexts/`, sha256 in `contexts/MANIFEST.json`); the loader serves only those and
   never touches the network, so no credential can make us fetch a URL or change meaning under us.
 * pyld 3.3 escapes only backslash, quote, tab, newline and carriage return in N-Quads literals.
-  RDFC-1.0 also wants `\\b`, `\\f` and `\\uXXXX` for the other C0 controls and U+007F, and blank-node
+  RDFC-1.0 also wants `\\b`, `\\f` and four-hex-digit `\\u` escapes for the other C0 controls and U+007F, and blank-node
   labels are chosen by hashing those N-Quads lines, so the escaping is corrected where pyld hashes
   (first-degree hashing) and where it writes the result, not by patching the output afterwards.
 * Digital Bazaar's verifiers run JSON-LD in "safe mode": a term the contexts do not define, or an IRI

@@ -22,6 +22,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from issuer.credentials import parse_datetime
 from issuer.keys import JWS_ALG, PublicKey, SigningKey, algorithm_of, public_key_from_jwk
 
 SUPPORTED_ALGS: tuple[str, ...] = ("ES256", "RS256", "EdDSA")
@@ -76,15 +77,10 @@ def _subjects(credential: dict[str, Any]) -> list[dict[str, Any]]:
 
 def to_numeric_date(value: Any, field: str) -> int:
     """RFC 7519 NumericDate (whole seconds, rounded down) of an XML Schema dateTime with a timezone."""
-    if not isinstance(value, str):
-        raise JwtError(f"{field} must be a date-time string")
-    text = value[:-1] + "Z" if value.endswith("z") else value
     try:
-        moment = datetime.fromisoformat(text)
+        moment = parse_datetime(value, field)
     except ValueError as exc:
-        raise JwtError(f"{field} is not a valid date-time: {value!r}") from exc
-    if moment.tzinfo is None:
-        raise JwtError(f"{field} has no timezone: {value!r}")
+        raise JwtError(str(exc)) from None
     return math.floor(moment.timestamp())
 
 

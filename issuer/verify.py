@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from issuer import jsonld, proofs, schema, vcjwt
-from issuer.credentials import hash_identity, normalise_email
+from issuer.credentials import hash_identity, normalise_email, parse_datetime
 from issuer.formats import Submission
 from issuer.keys import PublicKey, public_key_from_jwk
 from issuer.resolve import KeyResolutionError, KeyResolver, ResolvedKey
@@ -431,8 +431,8 @@ def check_validity_window(state: _State) -> Check:
     if start_field not in doc:
         return Check("validity_window", False, "the credential has no validFrom (or issuanceDate)")
     try:
-        start = _parse_datetime(doc[start_field], start_field)
-        end = _parse_datetime(doc[end_field], end_field) if end_field in doc else None
+        start = parse_datetime(doc[start_field], start_field)
+        end = parse_datetime(doc[end_field], end_field) if end_field in doc else None
     except ValueError as exc:
         return Check("validity_window", False, str(exc))
     if state.now < start:
@@ -445,17 +445,6 @@ def check_validity_window(state: _State) -> Check:
     return Check("validity_window", True, f"valid from {doc[start_field]}{until} (now {now_text})")
 
 
-def _parse_datetime(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} is not a date-time string")
-    text = value[:-1] + "Z" if value.endswith("z") else value
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{name} {value!r} is not a valid date-time") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"{name} {value!r} has no timezone")
-    return moment
 
 
 def _format(moment: datetime) -> str:
