@@ -63,10 +63,16 @@ def init_command(catalogue_file: Path | None, no_token: bool) -> None:
     app = current_app
     migrate(app.extensions["issuer.engine"])
     key_dir = Path(app.config["ISSUER_KEY_DIR"])
+    jwt_algorithm = app.config["ISSUER_JWT_ALGORITHM"]
     if not keyring_exists(app.config):
-        KeyRing.create(key_dir, app.config.get("ISSUER_KEY_PASSPHRASE"),
-                       algorithms=("Ed25519", app.config["ISSUER_JWT_ALGORITHM"]))
+        KeyRing.create(key_dir, app.config.get("ISSUER_KEY_PASSPHRASE"), algorithms=("Ed25519", jwt_algorithm))
         click.echo(f"generated signing keys in {key_dir}")
+    else:
+        keyring = KeyRing.load(key_dir, app.config.get("ISSUER_KEY_PASSPHRASE"))
+        if not any(k.algorithm == jwt_algorithm and k.status == "current" for k in keyring.all()):
+            # ISSUER_JWT_ALGORITHM was changed since the keys were made: add a key for it.
+            key = keyring.add_algorithm(jwt_algorithm)
+            click.echo(f"added a {jwt_algorithm} key for VC-JWT: {key.kid}")
     reset_context(app)
     ctx = get_context()
     session = get_session()

@@ -396,7 +396,8 @@ def store_identity(session: Session, ctx: IssuerContext, *, actor: str) -> None:
         row = session.get(PublicKey, key.kid)
         if row is None:
             session.add(PublicKey(kid=key.kid, issuer_id=ctx.did, algorithm=key.algorithm,
-                                  public_jwk=key.public_jwk(), public_multibase=key.public_multibase(),
+                                  public_jwk=key.public_jwk(),
+                                  public_multibase=None if key.algorithm == "RS256" else key.public_multibase(),
                                   status=key.status))
             session.add(AuditEntry(actor=actor, action="key.publish", subject=key.kid,
                                    detail={"algorithm": key.algorithm, "status": key.status}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -170,3 +171,36 @@ def test_the_suite_runs_on_the_database_it_was_asked_for(app):
     """CI runs the suite twice; this pins that the second run really is on PostgreSQL."""
     wanted = "postgresql" if os.environ.get("ISSUER_TEST_DATABASE_URL") else "sqlite"
     assert app.extensions["issuer.engine"].dialect.name == wanted
+
+
+def test_switching_to_rs256_adds_a_key_and_issues_rs256_jwts(app, client, issue_token):
+    app.config["ISSUER_JWT_ALGORITHM"] = "RS256"
+    result = run(app, "init", "--no-token")
+    assert result.exit_code == 0 and "added a RS256 key" in result.output, result.output
+    did = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
+    body = client.post("/api/v1/credentials", headers={"Authorization": f"Bearer {issue_token}"},
+                       json={"achievement": codes(app)[0], "recipient": {"email": "rs@example.com", "did": did}})
+    token = body.get_json()["jwt"]
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header["alg"] == "RS256"
+    result = client.post("/api/v1/verify", data=token, content_type="text/plain").get_json()
+    assert result["verified"] is True, result
+
+
+def test_with_a_passphrase_keys_are_encrypted_at_rest_and_signing_works(tmp_path):
+    from issuer import create_app
+
+    app = create_app({"TESTING": True, "ISSUER_DATABASE_URL": f"sqlite:///{tmp_path / 'p.sqlite'}",
+                      "ISSUER_KEY_DIR": str(tmp_path / "keys"), "ISSUER_KEY_PASSPHRASE": "correct horse battery"})
+    assert run(app, "init", "--no-token").exit_code == 0
+    pems = list((tmp_path / "keys").glob("*.pem"))
+    assert pems and all(b"ENCRYPTED PRIVATE KEY" in p.read_bytes() for p in pems)
+    result = run(app, "issue", "--achievement", codes(app)[0], "--email", "p@example.com")
+    assert result.exit_code == 0, result.output
+    app.config["ISSUER_KEY_PASSPHRASE"] = "wrong"
+    from issuer.identity import reset_context
+
+    reset_context(app)
+    failed = run(app, "keys", "list")
+    assert failed.exit_code != 0
+    app.extensions["issuer.engine"].dispose()
