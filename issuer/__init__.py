@@ -8,16 +8,20 @@ from flask import Flask
 def create_app(test_config: dict | None = None) -> Flask:
     from . import config, db
     from .cli import register_commands
-    from .web import api, errors, public, wellknown
+    from .stacking import DEFAULT_RULES_PATH, load_rules
+    from .web import api, awards, errors, public, wellknown
 
     app = Flask(__name__, instance_relative_config=True, template_folder=str(config.PROJECT_ROOT / "templates"))
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     config.load(app, test_config)
     app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+    # A malformed rule file stops start-up here, with an error that names the field.
+    app.extensions["issuer.rules"] = load_rules(app.config["ISSUER_RULES_FILE"] or DEFAULT_RULES_PATH)
     db.init_app(app)
     errors.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(awards.bp)
     app.register_blueprint(public.bp)
     app.register_blueprint(wellknown.bp)
     register_commands(app)

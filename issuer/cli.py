@@ -19,6 +19,7 @@ from sqlalchemy import inspect, select, text
 
 from . import issuing
 from .catalogue import DEMO_CATALOGUE, CatalogueError, load_catalogue
+from .credentials import normalise_email
 from .db import get_session, migrate
 from .formats import FormatError, parse_submission
 from .identity import get_context, get_verifier, keyring_exists, reset_context
@@ -305,6 +306,100 @@ def backup_command(dest: Path) -> None:
     click.echo(f"backup written to {dest}: {counts}")
 
 
+award_group = click.Group("award", help="Stacked Certificates and Diplomas.")
+
+
+def _application(files: tuple[Path, ...], email: str, target: str | None, as_of: str | None):
+    from . import awards
+
+    items = []
+    for file in files:
+        try:
+            submission = parse_submission(file.read_bytes(), None, file.name)
+        except FormatError as exc:
+            raise click.ClickException(f"{file}: {exc}") from None
+        items.append(submission.jwt if submission.format == "vc-jwt" else submission.credential)
+    body = {"recipient": {"email": email}, "credentials": items}
+    if target:
+        body["target"] = target
+    if as_of:
+        body["as_of"] = as_of
+    rules = current_app.extensions["issuer.rules"]
+    try:
+        return awards.parse_application(body, max_badges=rules.max_badges, allow_as_of=as_of is not None)
+    except awards.AwardError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _print_report(report: dict) -> None:
+    click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+@award_group.command("evaluate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--email", required=True, help="The email the badges were issued to.")
+@click.option("--target", default=None, help='e.g. "Certificate in Professional Practice (Artificial Intelligence)"')
+@click.option("--as-of", default=None, help="Evaluate as on this date (YYYY-MM-DD).")
+@with_appcontext
+def award_evaluate(files, email, target, as_of) -> None:
+    """Print the decision report for these badge files; nothing is stored. Exit 0 when eligible."""
+    from . import awards
+    from .stacking import RulesError
+
+    application = _application(files, email, target, as_of)
+    evaluated = awards.evaluate_badges(get_session(), get_context(), get_verifier(), application,
+                                       trusted=frozenset(current_app.config["ISSUER_TRUSTED_ISSUERS"]))
+    try:
+        report = awards.decide(evaluated, current_app.extensions["issuer.rules"], application).to_json()
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_report(report)
+    sys.exit(0 if report["eligible"] else 1)
+
+
+@award_group.command("claim")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--email", required=True, help="The email the badges were issued to.")
+@click.option("--target", default=None, help="Ask for a specific award title.")
+@with_appcontext
+def award_claim(files, email, target) -> None:
+    """Claim the award these badges earn; prints its URL (or the award already issued)."""
+    from . import awards
+    from .stacking import RulesError
+
+    application = _application(files, email, target, None)
+    try:
+        outcome = awards.claim(get_session(), get_context(), current_app.extensions["issuer.rules"],
+                               get_verifier(), application,
+                               trusted=frozenset(current_app.config["ISSUER_TRUSTED_ISSUERS"]), actor=actor())
+    except (RulesError, awards.AwardError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if outcome.award is None:
+        _print_report(outcome.report)
+        raise click.ClickException("not eligible: " + "; ".join(outcome.report.get("next") or ["see the report"]))
+    status = "issued" if outcome.created else "already issued"
+    click.echo(f"{status}: {outcome.award.title_en}: {outcome.award.credential_url}")
+
+
+@award_group.command("check")
+@click.option("--email", required=True, help="The learner's email.")
+@with_appcontext
+def award_check(email) -> None:
+    """Run the rules over the badges this issuer already issued to a learner (who could apply?)."""
+    from . import awards
+
+    session = get_session()
+    items = awards.issued_badges_of(session, email)
+    if not items:
+        raise click.ClickException(f"no badges were issued to {email}")
+    application = awards.Application(normalise_email(email), items)
+    evaluated = awards.evaluate_badges(session, get_context(), get_verifier(), application,
+                                       trusted=frozenset(current_app.config["ISSUER_TRUSTED_ISSUERS"]))
+    report = awards.decide(evaluated, current_app.extensions["issuer.rules"], application).to_json()
+    _print_report(report)
+    sys.exit(0 if report["eligible"] else 1)
+
+
 def _jsonable(value):
     if isinstance(value, bytes):
         import base64
@@ -317,7 +412,7 @@ def _jsonable(value):
 
 def register_commands(app: Flask) -> None:
     for command in (init_command, serve_command, catalogue_group, issue_command, issue_batch_command,
-                    verify_command, keys_group, token_group, backup_command):
+                    verify_command, keys_group, token_group, backup_command, award_group):
         app.cli.add_command(command)
 
 

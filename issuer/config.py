@@ -24,6 +24,10 @@ _SETTINGS: dict[str, tuple[object, type]] = {
     # Development only: let the verifier fetch DID documents from loopback / private addresses over http.
     "ALLOW_PRIVATE_FETCH": (False, bool),
     "FETCH_TIMEOUT": (5.0, float),
+    # Stacking: the rule file (default: the demo rules, HKU SPACE's scheme) and partner issuers whose
+    # badges count, as a comma-separated list of DIDs.
+    "RULES_FILE": (None, str),
+    "TRUSTED_ISSUERS": ("", str),
 }
 
 
@@ -52,5 +56,8 @@ def load(app, overrides: dict | None = None) -> None:
         app.config["ISSUER_KEY_DIR"] = str(PROJECT_ROOT / "keys")
     if not app.config["ISSUER_URL"]:
         app.config["ISSUER_URL"] = app.config["ISSUER_BASE_URL"]
+    trusted = app.config["ISSUER_TRUSTED_ISSUERS"]
+    if isinstance(trusted, str):
+        app.config["ISSUER_TRUSTED_ISSUERS"] = [d.strip() for d in trusted.split(",") if d.strip()]
     if app.config["ISSUER_JWT_ALGORITHM"] not in ("ES256", "RS256"):
         raise ValueError("ISSUER_JWT_ALGORITHM must be ES256 or RS256")

@@ -261,7 +261,7 @@ def credential_document(
     credential_id: str,
     issuer_profile: Mapping[str, Any],
     achievement: Mapping[str, Any],
-    recipient_email: str,
+    recipient_email: str | None,
     salt: str,
     valid_from: datetime | str,
     awarded_date: datetime | str | None = None,
@@ -287,7 +287,7 @@ def credential_document(
     subject: dict[str, Any] = {
         "id": recipient_did,
         "type": ["AchievementSubject"],
-        "identifier": [email_identity(recipient_email, salt)],
+        "identifier": [email_identity(recipient_email, salt)] if recipient_email else None,
         "achievement": dict(achievement),
         "creditsEarned": credits if credits is not None else achievement.get("creditsAvailable"),
         "result": _results(result, achievement),

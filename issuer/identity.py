@@ -78,3 +78,32 @@ def get_verifier(app: Flask | None = None):
     policy = FetchPolicy(allow_http=allow, allow_private=allow, timeout=app.config["ISSUER_FETCH_TIMEOUT"])
     # A new resolver per verification: its cache must not outlive a key rotation elsewhere.
     return Verifier(KeyResolver(local_documents=local_documents(ctx), policy=policy))
+
+
+def challenge_secret(app: Flask | None = None) -> bytes:
+    """The key that makes presentation challenges unforgeable: ISSUER_SECRET_KEY, or a random key kept
+    in the instance folder (made once, mode 0600) so that every process of one install shares it."""
+    import os
+    import secrets
+
+    app = app or current_app
+    configured = os.environ.get("ISSUER_SECRET_KEY")
+    if configured:
+        return configured.encode("utf-8")
+    path = Path(app.instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode("utf-8")
+
+
+def challenge_issuer(app: Flask | None = None):
+    from .presentations import ChallengeIssuer
+
+    return ChallengeIssuer(challenge_secret(app))

@@ -432,6 +432,12 @@ def _check_expanded(node: Any) -> None:
                 _check_iri(prop, "term", node)
                 _check_expanded(items)
         elif key.startswith("@"):
+            if key == "@graph":
+                for item in value if isinstance(value, list) else [value]:
+                    if not isinstance(item, dict) or "@value" in item or "@list" in item:
+                        # toRDF drops a bare value in a graph: it would be shown but never signed
+                        raise JsonLdSafetyError(f"a plain value inside a graph is not part of the signed data "
+                                                f"({_where(node)})", term="@graph")
             if key in ("@graph", "@list", "@set", "@included"):
                 _check_expanded(value)
         else:

@@ -119,3 +119,47 @@ class AuditEntry(Base):
 @event.listens_for(AuditEntry, "before_delete")
 def _audit_is_append_only(mapper, connection, target) -> None:
     raise PermissionError("the audit log is append-only")
+
+
+class Award(Base):
+    """A signed Certificate or Diploma (or programme award) built from a learner's counted badges."""
+
+    __tablename__ = "awards"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # unguessable public id
+    credential_url: Mapped[str] = mapped_column(String(500), unique=True)
+    recipient_email: Mapped[str | None] = mapped_column(String(320), index=True)
+    recipient_did: Mapped[str | None] = mapped_column(String(500), index=True)
+    level: Mapped[str] = mapped_column(String(40))
+    pathway: Mapped[str] = mapped_column(String(80))  # "Certificate", "Diploma" or "programme:<code>"
+    title_en: Mapped[str] = mapped_column(String(300))
+    achievement_id: Mapped[str] = mapped_column(String(500))
+    credits: Mapped[float] = mapped_column()
+    qf_level: Mapped[int] = mapped_column(Integer)
+    report: Mapped[dict] = mapped_column(JSON)
+    document: Mapped[str] = mapped_column(Text)
+    document_sha256: Mapped[str] = mapped_column(String(64))
+    jwt: Mapped[str | None] = mapped_column(Text)
+    issued_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AwardBadge(Base):
+    """A badge counted by an award. The unique key is the rule "a badge counts toward at most one award
+    of each pathway", held by the database even when two claims race."""
+
+    __tablename__ = "award_badges"
+    __table_args__ = (UniqueConstraint("badge_id", "pathway", name="uq_badge_pathway"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    award_id: Mapped[str] = mapped_column(ForeignKey("awards.id"), index=True)
+    badge_id: Mapped[str] = mapped_column(String(500), index=True)  # the badge's credential id
+    pathway: Mapped[str] = mapped_column(String(80))
+    credits: Mapped[float] = mapped_column()
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class UsedChallenge(Base):
+    """Presentation challenges already used: the primary key makes each one single-use."""
+
+    __tablename__ = "used_challenges"
+    challenge: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

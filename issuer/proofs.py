@@ -92,10 +92,13 @@ def create_eddsa_rdfc_2022(
     created: str | None = None,
     proof_purpose: str = "assertionMethod",
     loader: Loader | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """A copy of `document` with a new `eddsa-rdfc-2022` DataIntegrityProof added.
 
     Existing proofs are kept and the new one joins them as a proof set (it does not sign them).
+    `extra` adds proof options (e.g. `challenge` and `domain` for a presentation); they are part of the
+    proof configuration, so the signature covers them. They may not replace the fields set here.
     """
     if not isinstance(document, dict) or "@context" not in document:
         raise ProofError("document must be a JSON-LD object with an @context")
@@ -113,6 +116,11 @@ def create_eddsa_rdfc_2022(
         "verificationMethod": verification_method,
         "proofPurpose": proof_purpose,
     }
+    if extra:
+        clash = sorted(set(extra) & {*proof, "proofValue", "@context"})
+        if clash:
+            raise ProofError(f"extra proof options may not set {', '.join(clash)}")
+        proof.update(extra)
     config = {"@context": document["@context"], **proof}
     signature = private_key.sign(_hash_data(unsecured, config, loader))
     proof["proofValue"] = b58btc_encode(signature)

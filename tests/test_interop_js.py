@@ -313,3 +313,21 @@ def test_served_credential_verifies_in_js(js, service, request_name):
     changed["credentialSubject"]["achievement"]["name"] += "!"
     error = js.assert_rejected(changed, {did_doc["id"]: did_doc})
     assert "signature" in error.lower(), error
+
+
+def test_a_stacked_award_verifies_in_js(js, service):
+    """Issue five badges, claim the Certificate they earn, and verify the served award bytes in JS."""
+    client, token = service
+    email = "stacker@example.com"
+    badges = []
+    for code in ("AI-101", "AI-102", "AI-201", "AI-202", "AI-203"):
+        issued = client.post("/api/v1/credentials", headers={"Authorization": f"Bearer {token}"},
+                             json={"achievement": code, "recipient": {"email": email}, "awarded_on": "2025-05-01"})
+        assert issued.status_code == 201, issued.get_data(as_text=True)
+        badges.append(json.loads(client.get(urlsplit(issued.get_json()["url"]).path + ".json").get_data()))
+    claimed = client.post("/api/v1/awards", json={"recipient": {"email": email}, "credentials": badges})
+    assert claimed.status_code == 201, claimed.get_data(as_text=True)
+    served = client.get(urlsplit(claimed.get_json()["url"]).path + ".json")
+    did_doc = json.loads(client.get("/.well-known/did.json").get_data())
+    assert json.loads(served.get_data())["credentialSubject"]["achievement"]["achievementType"] == "Certificate"
+    js.assert_verified(served.get_data(), {did_doc["id"]: did_doc})

@@ -542,3 +542,11 @@ def test_the_scoped_context_cache_changes_no_expansion(official_loader, load_sta
             ours = jsonld._PROCESSOR.expand(copy.deepcopy(doc), dict(options))
             plain = pyld.JsonLdProcessor().expand(copy.deepcopy(doc), dict(jsonld._pyld_options(official_loader)))
             assert ours == plain
+
+
+def test_a_bare_value_inside_a_graph_is_refused_because_it_would_not_be_signed():
+    presentation = {"@context": [VC2], "type": ["VerifiablePresentation"],
+                    "verifiableCredential": ["eyJhbGciOiJFUzI1NiJ9.e30.c2ln"]}
+    assert "eyJhbGci" not in jsonld.canonize(presentation)
+    with pytest.raises(JsonLdSafetyError, match="plain value inside a graph"):
+        jsonld.check_safe(presentation)

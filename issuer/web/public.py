@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, jsonify, render_template, request
 from .. import issuing
 from ..db import get_session
 from ..identity import get_context
-from ..models import Achievement, Credential
+from ..models import Achievement, Award, Credential
 
 bp = Blueprint("public", __name__)
 
@@ -24,8 +24,10 @@ def _negotiate() -> str:
     return best
 
 
-def _credential(public_id: str) -> Credential:
-    row = get_session().get(Credential, public_id)
+def _credential(public_id: str) -> Credential | Award:
+    """A badge or a stacked award: both are credentials served from the same URL space."""
+    session = get_session()
+    row = session.get(Credential, public_id) or session.get(Award, public_id)
     if row is None:
         abort(404, description=f"no credential with id {public_id}")
     return row
@@ -61,7 +63,7 @@ def credential_json(public_id: str):
 def credential_jwt(public_id: str):
     row = _credential(public_id)
     if not row.jwt:
-        abort(404, description="this badge has no VC-JWT: JWTs are issued only to recipients with a DID")
+        abort(404, description="no VC-JWT: JWTs are issued only to recipients with a DID")
     return Response(row.jwt, mimetype="text/plain")
 
 
@@ -108,3 +110,14 @@ def achievement_png(code: str):
 def achievement_svg(code: str):
     row = _achievement(code)
     return Response(row.image_svg, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@bp.get("/awards/achievements/<slug>")
+def award_achievement(slug: str):
+    """The Achievement of a stacked award title, rebuilt from an award that uses it."""
+    ctx = get_context()
+    achievement_id = f"{ctx.base_url}/awards/achievements/{slug}"
+    row = get_session().query(Award).filter(Award.achievement_id == achievement_id).first()
+    if row is None:
+        abort(404, description=f"no award has been issued with the achievement {slug}")
+    return jsonify(json.loads(row.document)["credentialSubject"]["achievement"])
