@@ -66,12 +66,13 @@ class Application:
     as_of: date | None = None
     presentation: dict | None = None
     holder: str | None = None
+    programme: str | None = None
 
 
 def parse_application(body: Any, *, max_badges: int, allow_as_of: bool) -> Application:
     if not isinstance(body, dict):
         raise AwardError("the request body must be a JSON object")
-    allowed = {"recipient", "credentials", "target"} | ({"as_of"} if allow_as_of else set())
+    allowed = {"recipient", "credentials", "target", "programme"} | ({"as_of"} if allow_as_of else set())
     unknown = set(body) - allowed
     if unknown:
         raise AwardError(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -101,7 +102,13 @@ def parse_application(body: Any, *, max_badges: int, allow_as_of: bool) -> Appli
             as_of = date.fromisoformat(str(body["as_of"]))
         except ValueError:
             raise AwardError(f"as_of {body['as_of']!r} is not a date (YYYY-MM-DD)") from None
-    return Application(email, [Submitted.of(item) for item in items], body.get("target"), as_of, presentation)
+    programme = body.get("programme")
+    if programme is not None and (not isinstance(programme, str) or not programme.strip()):
+        raise AwardError("programme must be the code of a parent programme")
+    if programme is not None and body.get("target") is not None:
+        raise AwardError("give a target award or a programme, not both")
+    return Application(email, [Submitted.of(item) for item in items], body.get("target"), as_of, presentation,
+                       programme=programme.strip() if programme else None)
 
 
 def prove_holder(app: Application, *, resolver, challenges, store, domain: str) -> None:
@@ -210,7 +217,10 @@ def evaluate_badges(session: Session, ctx: IssuerContext, verifier: Verifier, ap
 
 def decide(evaluated: Evaluated, rules: stacking.RuleSet, app: Application) -> stacking.Decision:
     target = stacking.parse_target(app.target, rules, evaluated.themes) if app.target else None
-    return stacking.evaluate(evaluated.badges, rules=rules, as_of=app.as_of or utcnow().date(), target=target)
+    if app.programme is not None:
+        rules.programme(app.programme)  # RulesError naming the code when there is no such programme
+    return stacking.evaluate(evaluated.badges, rules=rules, as_of=app.as_of or utcnow().date(), target=target,
+                             programme=app.programme)
 
 
 # --- the award credential ---------------------------------------------------------------------------------
@@ -221,6 +231,8 @@ def _slug(text: str) -> str:
 
 def award_achievement(ctx: IssuerContext, rules: stacking.RuleSet, award: dict) -> dict:
     """The Achievement of an award title at a QF level: one stable id per title and level."""
+    if award["level"].startswith(stacking.PROGRAMME_PREFIX):
+        return programme_achievement(ctx, rules, award)
     level = rules.level(award["level"])
     slug = _slug(f"{award['level']}-{award['area']}-{award.get('theme') or 'none'}-qf{award['qf_level']}")
     achievement_id = f"{ctx.base_url}/awards/achievements/{slug}"
@@ -264,6 +276,31 @@ def award_achievement(ctx: IssuerContext, rules: stacking.RuleSet, award: dict) 
     return document
 
 
+def programme_achievement(ctx: IssuerContext, rules: stacking.RuleSet, award: dict) -> dict:
+    """A parent programme's award: its own name, its eligible microcredentials and credit requirement."""
+    programme = rules.programme(award["level"][len(stacking.PROGRAMME_PREFIX):])
+    achievement_id = f"{ctx.base_url}/awards/achievements/{_slug('programme-' + programme.code)}"
+    courses = ", ".join(sorted(programme.eligible))
+    return {
+        "id": achievement_id,
+        "type": ["Achievement"],
+        "achievementType": "Certificate",
+        "name": programme.name["en"],
+        "description": f"{programme.name['en']} ({programme.name['zh-Hant']}), a programme of "
+                       f"{ctx.profile['name']}.",
+        "criteria": {"narrative": f"At least {programme.credits} credits from these microcredentials, awarded "
+                                  f"within {rules.validity_years} years of the application: {courses}. A badge "
+                                  "counted here counts toward no Certificate or Diploma, and the reverse."},
+        "creditsAvailable": programme.credits,
+        "humanCode": programme.code,
+        "inLanguage": "en",
+        "tag": [f"programme:{programme.code}"],
+        "related": [{"id": f"{achievement_id}?lang=zh-Hant", "type": ["Related"], "inLanguage": "zh-Hant",
+                     "name": programme.name["zh-Hant"]}],
+        "creator": dict(ctx.profile),
+    }
+
+
 def _sri(hex_digest: str) -> str:
     return "sha256-" + base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
 
@@ -295,7 +332,7 @@ def award_document(ctx: IssuerContext, rules: stacking.RuleSet, report: dict, ev
         salt=docs.new_salt(),
         valid_from=stamp,
         result=[{"type": ["Result"], "resultDescription": f"{achievement['id']}#qf",
-                 "value": f"QF{award['qf_level']}"}],
+                 "value": f"QF{award['qf_level']}"}] if award.get("qf_level") else None,
         evidence=evidence,
         credits=award["credits"],
     )
@@ -319,6 +356,15 @@ def claim(session: Session, ctx: IssuerContext, rules: stacking.RuleSet, verifie
     existing = [a for a in session.scalars(select(Award).where(mine))
                 if {ab.badge_id for ab in session.scalars(select(AwardBadge).where(AwardBadge.award_id == a.id))}
                 <= verified_ids]
+    # Only awards of the kind asked for answer a repeated claim: a programme's for that programme, the
+    # target level's when a target is named, otherwise the Certificates and Diplomas.
+    if app.programme is not None:
+        existing = [a for a in existing if a.level == stacking.PROGRAMME_PREFIX + app.programme]
+    else:
+        existing = [a for a in existing if not a.level.startswith(stacking.PROGRAMME_PREFIX)]
+        if app.target:
+            wanted = stacking.parse_target(app.target, rules, evaluated.themes).level
+            existing = [a for a in existing if a.level == wanted]
     rank = {level.name: i for i, level in enumerate(rules.levels)}
     best_existing = max(existing, key=lambda a: rank.get(a.level, -1), default=None)
     new_is_better = decision.eligible and (
@@ -342,7 +388,7 @@ def claim(session: Session, ctx: IssuerContext, rules: stacking.RuleSet, verifie
                 recipient_did=app.holder, jwt=token,
                 level=award["level"], pathway=award["level"], title_en=award["title"]["en"],
                 achievement_id=signed["credentialSubject"]["achievement"]["id"], credits=award["credits"],
-                qf_level=award["qf_level"], report=report, document=text,
+                qf_level=award["qf_level"] or 0, report=report, document=text,
                 document_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), issued_by=actor, created_at=now)
     session.add(row)
     session.flush()

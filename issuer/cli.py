@@ -309,7 +309,8 @@ def backup_command(dest: Path) -> None:
 award_group = click.Group("award", help="Stacked Certificates and Diplomas.")
 
 
-def _application(files: tuple[Path, ...], email: str, target: str | None, as_of: str | None):
+def _application(files: tuple[Path, ...], email: str, target: str | None, as_of: str | None,
+                 programme: str | None = None):
     from . import awards
 
     items = []
@@ -324,6 +325,8 @@ def _application(files: tuple[Path, ...], email: str, target: str | None, as_of:
         body["target"] = target
     if as_of:
         body["as_of"] = as_of
+    if programme:
+        body["programme"] = programme
     rules = current_app.extensions["issuer.rules"]
     try:
         return awards.parse_application(body, max_badges=rules.max_badges, allow_as_of=as_of is not None)
@@ -340,13 +343,14 @@ def _print_report(report: dict) -> None:
 @click.option("--email", required=True, help="The email the badges were issued to.")
 @click.option("--target", default=None, help='e.g. "Certificate in Professional Practice (Artificial Intelligence)"')
 @click.option("--as-of", default=None, help="Evaluate as on this date (YYYY-MM-DD).")
+@click.option("--programme", default=None, help="Evaluate for this parent programme (its code).")
 @with_appcontext
-def award_evaluate(files, email, target, as_of) -> None:
+def award_evaluate(files, email, target, as_of, programme) -> None:
     """Print the decision report for these badge files; nothing is stored. Exit 0 when eligible."""
     from . import awards
     from .stacking import RulesError
 
-    application = _application(files, email, target, as_of)
+    application = _application(files, email, target, as_of, programme)
     evaluated = awards.evaluate_badges(get_session(), get_context(), get_verifier(), application,
                                        trusted=frozenset(current_app.config["ISSUER_TRUSTED_ISSUERS"]))
     try:
@@ -361,13 +365,14 @@ def award_evaluate(files, email, target, as_of) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--email", required=True, help="The email the badges were issued to.")
 @click.option("--target", default=None, help="Ask for a specific award title.")
+@click.option("--programme", default=None, help="Claim this parent programme's award (its code).")
 @with_appcontext
-def award_claim(files, email, target) -> None:
+def award_claim(files, email, target, programme) -> None:
     """Claim the award these badges earn; prints its URL (or the award already issued)."""
     from . import awards
     from .stacking import RulesError
 
-    application = _application(files, email, target, None)
+    application = _application(files, email, target, None, programme)
     try:
         outcome = awards.claim(get_session(), get_context(), current_app.extensions["issuer.rules"],
                                get_verifier(), application,

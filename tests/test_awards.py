@@ -221,3 +221,34 @@ def test_a_wallet_holder_applies_with_a_presentation_whose_challenge_is_single_u
     report = client.post("/api/v1/awards/evaluate", json={"recipient": {"presentation": theirs}}).get_json()
     assert report["eligible"] is False
     assert all("someone else" in b["reason"] for b in report["badges"])
+
+
+def test_a_parent_programme_award_and_its_badges_stay_out_of_certificates(tmp_path, client, issue_token, app):
+    """Badges counted by a parent programme cannot count toward a Certificate, and the reverse."""
+    from issuer.stacking import load_rules
+
+    rules = tmp_path / "rules.yaml"
+    default = (app.root_path + "/demo/rules.yaml")
+    text = open(default, encoding="utf-8").read().replace("programmes: {}", """programmes:
+  PC-AIB:
+    name: {en: Professional Certificate in AI for Business, zh-Hant: 商業人工智能專業證書}
+    credits: 12
+    eligible: [AI-101, AI-102, AI-201]""")
+    rules.write_text(text, encoding="utf-8")
+    app.extensions["issuer.rules"] = load_rules(rules)
+    badges = stored(client, issue_badges(client, issue_token, AI_CERTIFICATE))
+    programme = client.post("/api/v1/awards", json={"recipient": {"email": LEARNER}, "credentials": badges,
+                                                    "programme": "PC-AIB"})
+    assert programme.status_code == 201, programme.get_json()
+    award = programme.get_json()["credential"]
+    assert award["credentialSubject"]["achievement"]["name"] == "Professional Certificate in AI for Business"
+    counted = programme.get_json()["report"]["award"]["counted"]
+    assert len(counted) == 2  # 12 credits from two 6-credit courses
+    # what is left (24 credits) is too little for a Certificate, because the programme's badges are taken
+    certificate = client.post("/api/v1/awards", json={"recipient": {"email": LEARNER}, "credentials": badges})
+    assert certificate.status_code == 422
+    reasons = {b["id"]: b["reason"] for b in certificate.get_json()["report"]["badges"]}
+    assert all("programme" in reasons[i] for i in counted)
+    unknown = client.post("/api/v1/awards/evaluate", json={"recipient": {"email": LEARNER}, "credentials": badges,
+                                                           "programme": "NOPE"})
+    assert unknown.status_code == 400 and "NOPE" in unknown.get_json()["detail"]
