@@ -102,8 +102,11 @@ def parse_award_date(value: Any, today: date | None = None) -> date | None:
         return None
     if not isinstance(value, str):
         raise IssueError("awarded_on must be a date string YYYY-MM-DD", "awarded_on")
+    text = value.strip()
     try:
-        day = date.fromisoformat(value.strip()[:10]) if len(value.strip()) >= 10 else date.fromisoformat(value)
+        if not re.match(r"^\d{4}-\d{2}-\d{2}(T.+)?$", text):
+            raise ValueError
+        day = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text).date()
     except ValueError:
         raise IssueError(f"awarded_on {value!r} is not a date (YYYY-MM-DD)", "awarded_on") from None
     today = today or datetime.now(UTC).date()

@@ -237,3 +237,10 @@ def test_garbage_sent_to_verify_is_a_400(client):
     assert client.post("/api/v1/verify", data="hello", content_type="text/plain").status_code == 400
     assert client.post("/api/v1/verify", data="[1]", content_type="application/json").status_code == 400
     assert client.post("/api/v1/verify", data="", content_type="application/json").status_code == 400
+
+
+@pytest.mark.parametrize("value, ok", [("2024-03-01", True), ("2024-03-01T10:00:00+08:00", True),
+                                       ("2024-03-01garbage", False), ("20240301", False), ("2024-02-30", False)])
+def test_award_dates_are_whole_iso_dates(client, issue_token, value, ok):
+    response = issue(client, issue_token, awarded_on=value)
+    assert (response.status_code == 201) is ok, response.get_json()
