@@ -9,7 +9,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from . import config, db
     from .cli import register_commands
     from .stacking import DEFAULT_RULES_PATH, load_rules
-    from .web import api, awards, errors, pages, public, wellknown
+    from .web import api, awards, downloads, errors, pages, public, wellknown
 
     app = Flask(__name__, instance_relative_config=True, template_folder=str(config.PROJECT_ROOT / "templates"))
     app.json.ensure_ascii = False
@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(awards.bp)
     app.register_blueprint(public.bp)
+    app.register_blueprint(downloads.bp)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(pages.bp)
     register_commands(app)

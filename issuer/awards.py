@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import credentials as docs
-from . import stacking, vcjwt
+from . import qr, stacking, vcjwt
 from .issuing import IssuerContext, serialise, sign
 from .models import Achievement, AuditEntry, Award, AwardBadge, Credential, utcnow
 from .verify import Verifier
@@ -44,15 +44,17 @@ class Submitted:
     sha256: str
 
     @classmethod
-    def of(cls, item: Any) -> Submitted:
+    def of(cls, item: Any, *, digest: str | None = None) -> Submitted:
+        """``digest`` overrides the computed one when the badge arrived as a file: then the sha256 of the
+        file's bytes as uploaded (a baked image, say) is what anyone holding the file can recompute."""
         if isinstance(item, str):
             text = item.strip()
-            return cls(None, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+            return cls(None, text, digest or hashlib.sha256(text.encode("utf-8")).hexdigest())
         if isinstance(item, dict):
             # A JSON object inside a JSON request has no bytes of its own: digest its canonical JSON text
             # (sorted keys, no spaces), which anyone can recompute from the badge file.
             text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            return cls(item, None, hashlib.sha256(text.encode("utf-8")).hexdigest())
+            return cls(item, None, digest or hashlib.sha256(text.encode("utf-8")).hexdigest())
         raise AwardError("each entry of credentials must be a credential object or a VC-JWT string")
 
 
@@ -390,6 +392,7 @@ def claim(session: Session, ctx: IssuerContext, rules: stacking.RuleSet, verifie
                 achievement_id=signed["credentialSubject"]["achievement"]["id"], credits=award["credits"],
                 qf_level=award["qf_level"] or 0, report=report, document=text,
                 document_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), issued_by=actor, created_at=now)
+    qr.attach(row)  # as for a badge: drawn once, stored with the award
     session.add(row)
     session.flush()
     by_id = {b["id"]: b for b in report["badges"]}

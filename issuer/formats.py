@@ -3,6 +3,7 @@
 Everything here is about refusing hostile or broken input early, with a message a learner can act on:
 empty files, non-UTF-8, duplicate JSON member names (two parsers could disagree about which one wins,
 so a signature could cover a different value than the one shown), absurd nesting, oversized uploads.
+Baked badge images (PNG, SVG) are opened here too, so everything after sees only the credential inside.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from .baking import MAX_IMAGE_BYTES, PNG_SIGNATURE, Baked, BakingError, unbake_png, unbake_svg
 
 MAX_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 64
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _BOM = "\ufeff"
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -31,24 +34,29 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True)
 class Submission:
-    """A parsed submission: exactly one of ``credential`` (json-ld) or ``jwt`` (vc-jwt) is set."""
+    """A parsed submission: exactly one of ``credential`` (json-ld) or ``jwt`` (vc-jwt) is set;
+    ``baked`` names the image it was taken from, if any."""
 
     format: Literal["json-ld", "vc-jwt"]
     credential: dict | None = None
     jwt: str | None = None
+    baked: Literal["png", "svg"] | None = None
 
 
 def parse_submission(data: bytes | str, content_type: str | None = None,
                      filename: str | None = None) -> Submission:
-    """Detect and parse a submitted badge: a JSON credential or a compact JWS (VC-JWT)."""
+    """Detect and parse a submitted badge: a JSON credential, a compact JWS (VC-JWT), or a baked PNG or
+    SVG badge image carrying either."""
     # surrogatepass: a str with lone surrogates then fails the UTF-8 decode below with a clear message.
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if len(raw) > MAX_BYTES:
-        raise FormatError(f"submission is too large ({len(raw)} bytes; the limit is {MAX_BYTES})")
+    if raw.startswith(PNG_SIGNATURE):
+        # Images may be larger than a credential: their own limit applies (checked by the unbaker).
+        return _from_baked(_unbake(unbake_png, raw, "PNG"), "png")
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise FormatError(f"submission is too large ({len(raw)} bytes; the limit is {MAX_BYTES}, "
+                          f"{MAX_IMAGE_BYTES} for a baked image)")
     if not raw.strip():
         raise FormatError("submission is empty")
-    if raw.startswith(PNG_SIGNATURE):
-        raise FormatError("baked images are not supported yet (this is a PNG)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -57,11 +65,34 @@ def parse_submission(data: bytes | str, content_type: str | None = None,
     if not text:
         raise FormatError("submission is empty")
     if _looks_like_svg(text, content_type, filename):
-        raise FormatError("baked images are not supported yet (this is an SVG)")
+        return _from_baked(_unbake(unbake_svg, raw, "SVG"), "svg")
+    if len(raw) > MAX_BYTES:
+        raise FormatError(f"submission is too large ({len(raw)} bytes; the limit is {MAX_BYTES})")
+    return _parse_text(text)
+
+
+def _parse_text(text: str, baked: Literal["png", "svg"] | None = None) -> Submission:
     if _JWS.fullmatch(text):
         _check_jws_header(text)
-        return Submission("vc-jwt", jwt=text)
-    return Submission("json-ld", credential=parse_json_object(text))
+        return Submission("vc-jwt", jwt=text, baked=baked)
+    return Submission("json-ld", credential=parse_json_object(text), baked=baked)
+
+
+def _unbake(reader: Callable[[bytes], Baked], raw: bytes, kind: str) -> Baked:
+    try:
+        return reader(raw)
+    except BakingError as exc:
+        raise FormatError(f"cannot read the baked {kind} badge: {exc}") from None
+
+
+def _from_baked(found: Baked, image: Literal["png", "svg"]) -> Submission:
+    """The credential inside a baked image, read as JSON or JWS text but never as another image."""
+    if found.kind == "ob2":
+        raise FormatError("this is an Open Badges 2.0 assertion; only OB 3.0 credentials are verified")
+    text = found.payload.removeprefix(_BOM).strip()
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise FormatError(f"the baked credential is too large (the limit is {MAX_BYTES} bytes)")
+    return _parse_text(text, image)
 
 
 def parse_json_object(text: str) -> dict:

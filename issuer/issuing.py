@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import credentials as docs
-from . import proofs, vcjwt
+from . import proofs, qr, vcjwt
 from .catalogue import CatalogueError, Microcredential, validate_catalogue
 from .images import badge_png, badge_svg
 from .keys import KeyRing
@@ -275,6 +275,7 @@ def issue(session: Session, ctx: IssuerContext, req: IssueRequest, *, actor: str
         document_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), jwt=token,
         idempotency_key=idempotency_key, request_digest=req.digest(), issued_by=actor, created_at=now,
     )
+    qr.attach(row)  # drawn once here, stored with the badge, served from the database ever after
     session.add(row)
     session.add(AuditEntry(actor=actor, action="credential.issue", subject=row.credential_url,
                            detail={"achievement": req.achievement, "awarded_on": row.awarded_on.isoformat(),

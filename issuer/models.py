@@ -88,6 +88,9 @@ class Credential(Base):
     request_digest: Mapped[str] = mapped_column(String(64))
     issued_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The QR codes of credential_url, drawn once when stored (qr.py); None only for rows from before them.
+    qr_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    qr_svg: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiToken(Base):
@@ -141,6 +144,8 @@ class Award(Base):
     jwt: Mapped[str | None] = mapped_column(Text)
     issued_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    qr_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # as on Credential
+    qr_svg: Mapped[str | None] = mapped_column(Text)
 
 
 class AwardBadge(Base):

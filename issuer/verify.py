@@ -7,25 +7,32 @@ schema → jsonld → proof → key_provenance → validity_window → recipient
 Safe by default: a check that could not run is ``ok=None`` and only counts as "not checked"; the result
 is verified only if every check that ran passed *and* at least one ran. Nothing here raises on bad input:
 every error becomes a failed check with a clear detail.
+
+The status check fails closed (issue #5): a status entry whose list cannot be fetched, does not verify,
+is too short or is for another purpose makes the credential unverified, never "not revoked".
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from issuer import jsonld, proofs, schema, vcjwt
+from issuer import jsonld, proofs, schema, status, vcjwt
 from issuer.credentials import hash_identity, normalise_email, parse_datetime
+from issuer.fetch import FetchPolicy, fetch_json
 from issuer.formats import Submission
 from issuer.keys import PublicKey, public_key_from_jwk
 from issuer.resolve import KeyResolutionError, KeyResolver, ResolvedKey
+from issuer.status import STATUS_RETRIEVAL_ERROR, STATUS_VERIFICATION_ERROR, StatusError
 
 VC_V1_CONTEXT = "https://www.w3.org/2018/credentials/v1"
 VC_V2_CONTEXT = "https://www.w3.org/ns/credentials/v2"
@@ -37,7 +44,18 @@ SUPPORTED_DI = {
 # A proof set larger than this is not a real badge; each proof may cost a fetch, so stop early.
 MAX_PROOFS = 8
 CHECK_NAMES = ("schema", "jsonld", "proof", "key_provenance", "validity_window", "recipient", "status")
-STATUS_NOT_CHECKED = "not checked: revocation lands in a later issue"
+# OB allows one credentialStatus; a few more are read (each may cost a fetch), beyond that is not a badge.
+MAX_STATUS_ENTRIES = 4
+BITSTRING_ENTRY_TYPES = frozenset({status.BITSTRING_ENTRY, status.STATUS_LIST_2021_ENTRY})
+REVOCATION_LIST_1EDTECH = "1EdTechRevocationList"
+
+
+class StatusListSource(Protocol):
+    """Where status documents come from (a status list credential, or a 1EdTech revocation list):
+    ``get(url)`` returns the document or raises. The verifier checks what it gets; the source only
+    decides where to look (our database, the network) and how long to keep it."""
+
+    def get(self, url: str) -> dict: ...
 
 
 @dataclass
@@ -102,6 +120,7 @@ class _State:
     verified_keys: list[ResolvedKey] = field(default_factory=list)
     jwt_key: PublicKey | None = None
     warnings: list[str] = field(default_factory=list)
+    status_lists: StatusListSource | None = None
 
     @property
     def issuer_id(self) -> str | None:
@@ -113,13 +132,16 @@ CheckFn = Callable[[_State], Check]
 
 class Verifier:
     """Verifies credentials with the given key resolver; ``now`` and ``loader`` are injectable so
-    tests (and re-verification "as of" a date) need no clock or network."""
+    tests (and re-verification "as of" a date) need no clock or network. ``status_lists`` supplies
+    status list documents; without it, a credential that has a status entry cannot verify."""
 
     def __init__(self, resolver: KeyResolver | None = None, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC), loader: Any = None) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), loader: Any = None,
+                 status_lists: StatusListSource | None = None) -> None:
         self.resolver = resolver or KeyResolver()
         self.now = now
         self.loader = loader
+        self.status_lists = status_lists
 
     def verify_submission(self, submission: Submission,
                           recipient_email: str | None = None) -> VerificationResult:
@@ -155,7 +177,7 @@ class Verifier:
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)
         return _State(fmt, doc if isinstance(doc, dict) else None, self.resolver, now, self.loader,
-                      recipient_email=recipient_email)
+                      recipient_email=recipient_email, status_lists=self.status_lists)
 
 
 def _run(state: _State, checks: tuple[tuple[str, CheckFn], ...]) -> VerificationResult:
@@ -496,14 +518,217 @@ def _identity_matches(identity: dict, candidates: list[str]) -> bool:
 # -- status ---------------------------------------------------------------------------------------------
 
 def check_status(state: _State) -> Check:
-    """Revocation is not implemented yet: say so, never report "not revoked"."""
-    status = state.credential.get("credentialStatus") if isinstance(state.credential, dict) else None
-    if status:
-        kinds = ", ".join(str(s.get("type")) for s in _as_list(status) if isinstance(s, dict)) or "unknown"
-        state.warnings.append(f"credentialStatus ({kinds}) is present but was not checked; "
-                              "the credential may have been revoked")
-        return Check("status", None, f"credentialStatus ({kinds}) present but {STATUS_NOT_CHECKED}")
-    return Check("status", None, f"{STATUS_NOT_CHECKED} (the credential has no credentialStatus)")
+    """Revocation, failing closed: only a verified list that shows the entry clear passes.
+
+    A credential without credentialStatus passes: its issuer gave itself no way to revoke it, so there
+    is nothing to look up (the detail says so). Status is followed only once a proof has verified, so
+    a forged credential cannot make us fetch URLs it chose.
+    """
+    doc = state.credential
+    if not isinstance(doc, dict):
+        return Check("status", None, "not checked: no credential")
+    entries = _as_list(doc.get("credentialStatus"))
+    if not entries:
+        return Check("status", True, "the credential has no status entry: its issuer cannot revoke it")
+    if not _proof_verified(state):
+        return Check("status", None, "not checked: no proof verified, so the status entry is not followed")
+    if state.status_lists is None:
+        return Check("status", False, "status could not be checked: no status list source is configured "
+                                      "(failing closed)")
+    if len(entries) > MAX_STATUS_ENTRIES:
+        return Check("status", False, f"{len(entries)} credentialStatus entries; at most "
+                                      f"{MAX_STATUS_ENTRIES} are read (OB allows one)")
+    findings = [_entry_status(state, entry) for entry in entries]
+    failed = [detail for ok, detail in findings if not ok]
+    if failed:
+        return Check("status", False, "; ".join(failed))
+    return Check("status", True, "; ".join(detail for _, detail in findings))
+
+
+def _proof_verified(state: _State) -> bool:
+    return state.jwt_key is not None if state.format == "vc-jwt" else bool(state.verified_keys)
+
+
+def _entry_status(state: _State, entry: Any) -> tuple[bool, str]:
+    kind = entry.get("type") if isinstance(entry, dict) else None
+    if kind in BITSTRING_ENTRY_TYPES:
+        return _bitstring_status(state, entry)
+    if kind == REVOCATION_LIST_1EDTECH:
+        return _revocation_list_status(state, entry)
+    return False, (f"unsupported credentialStatus type {kind!r}: whether it was revoked cannot be told "
+                   "(failing closed)")
+
+
+def _bitstring_status(state: _State, raw: dict) -> tuple[bool, str]:
+    """BSL "Validate Algorithm": retrieve, verify (proof, issuer, window), purpose, expand, length, range."""
+    try:
+        entry = status.parse_entry(raw)
+    except StatusError as exc:
+        return False, str(exc)
+    state.warnings.extend(entry.warnings)
+    url = entry.list_url
+    try:
+        list_doc = state.status_lists.get(url)
+    except Exception as exc:  # any failure of the source is a retrieval failure
+        return False, (f"{STATUS_RETRIEVAL_ERROR}: cannot retrieve the status list {url}: {_short(exc)} "
+                       "(failing closed)")
+    try:
+        _verify_status_list(state, list_doc)
+        value = status.read_status(entry, list_doc)
+    except StatusError as exc:
+        return False, f"{exc} (status list {url})"
+    where = f"entry {entry.index} of {url}"
+    listed_id = list_doc.get("id")
+    same_list = isinstance(listed_id, str) and listed_id.split("#", 1)[0] == url.split("#", 1)[0]
+    if not same_list:
+        # Another list of the same issuer could be served in its place: believe it when it says
+        # "set" (that can only make us stricter), never when it says "clear".
+        if value == 0:
+            return False, (f"{STATUS_VERIFICATION_ERROR}: the list fetched from {url} has id "
+                           f"{listed_id!r}, so it may be another list of the issuer")
+        state.warnings.append(f"the status list fetched from {url} has id {listed_id!r}; its set bit "
+                              "was honoured anyway")
+    if value == 0:
+        return True, f"not {_purpose_state(entry.purpose)}: {where} is clear (status list verified)"
+    if entry.purpose in ("revocation", "suspension"):
+        return False, f"{_purpose_state(entry.purpose)} ({where} is set)"
+    state.warnings.append(f"status {value:#x} for purpose {entry.purpose!r} at {where}")
+    return True, f"{where} holds status {value:#x} for purpose {entry.purpose!r}, which does not invalidate"
+
+
+def _purpose_state(purpose: str) -> str:
+    return {"revocation": "revoked", "suspension": "suspended"}.get(purpose, f"flagged for {purpose}")
+
+
+def _verify_status_list(state: _State, list_doc: Any) -> None:
+    """The list must be a status list credential of the credential's own issuer, signed by a key of that
+    issuer, and valid now; anything else is STATUS_VERIFICATION_ERROR."""
+    status.list_subject(list_doc)
+    list_issuer = vcjwt.issuer_id(list_doc)
+    if list_issuer != state.issuer_id:
+        raise StatusError(STATUS_VERIFICATION_ERROR, f"the status list is issued by {list_issuer!r}, not "
+                                                     f"by the credential's issuer {state.issuer_id!r}")
+    found = proofs.proofs_of(list_doc)
+    if not found:
+        raise StatusError(STATUS_VERIFICATION_ERROR, "the status list credential is not signed")
+    failures = []
+    for index, proof in enumerate(found[:MAX_PROOFS], start=1):
+        label = _proof_label(index, proof)
+        try:
+            key = state.resolver.resolve(proof.get("verificationMethod") if isinstance(proof, dict) else None)
+            if not isinstance(key.public_key, Ed25519PublicKey):
+                raise proofs.ProofError(f"{key.id} is not an Ed25519 key")
+            proofs.verify_proof(list_doc, proof, key.public_key, state.loader)
+        except (KeyResolutionError, proofs.ProofError) as exc:
+            failures.append(f"{label}: {exc}")
+            continue
+        except Exception as exc:
+            failures.append(f"{label}: {type(exc).__name__}: {_short(exc)}")
+            continue
+        if key.controller == list_issuer or _signed_the_credential(state, key.public_key):
+            break
+        failures.append(f"{label}: key controller {key.controller} is not the issuer {list_issuer}")
+    else:
+        shown = "; ".join(failures) or "no proof"
+        raise StatusError(STATUS_VERIFICATION_ERROR, f"the status list's proof does not verify: {shown}")
+    status.check_list_window(list_doc, state.now)
+
+
+def _signed_the_credential(state: _State, key: PublicKey) -> bool:
+    """The very key that signed the credential also vouches for its list (the case of an issuer id,
+    such as urn:uuid, that publishes no keys to compare a controller with)."""
+    known = [k.public_key for k in state.verified_keys]
+    if state.jwt_key is not None:
+        known.append(state.jwt_key)
+    return any(_same_key(key, other) for other in known)
+
+
+def _revocation_list_status(state: _State, entry: dict) -> tuple[bool, str]:
+    """1EdTech Revocation List: the credential's id among revokedCredential[] (``revoked`` defaults to
+    true). Unlike 1EdTech's validator, which only warns, an unreachable list fails the check."""
+    url = entry.get("id")
+    credential_id = state.credential.get("id")
+    if not isinstance(url, str) or not url:
+        return False, "the 1EdTechRevocationList status has no list URL (id)"
+    if not isinstance(credential_id, str) or not credential_id:
+        return False, "the credential has no id to look up in its 1EdTech revocation list"
+    try:
+        document = state.status_lists.get(url)
+    except Exception as exc:
+        return False, (f"{STATUS_RETRIEVAL_ERROR}: cannot retrieve the 1EdTech revocation list {url}: "
+                       f"{_short(exc)} (we fail closed; the 1EdTech validator only warns)")
+    listed = document.get("revokedCredential") if isinstance(document, dict) else None
+    if not isinstance(listed, list):
+        return False, f"{url} is not a 1EdTech revocation list (no revokedCredential array)"
+    for item in listed:
+        if isinstance(item, dict) and item.get("id") == credential_id and item.get("revoked", True) is not False:
+            reason = item.get("revocationReason")
+            because = f": {reason}" if isinstance(reason, str) and reason else ""
+            return False, f"revoked (listed in the 1EdTech revocation list {url}{because})"
+    return True, f"not revoked: not listed in the 1EdTech revocation list {url} (an unsigned list)"
+
+
+class FetchingStatusLists:
+    """A StatusListSource: our own lists from ``local`` (the database: always current, never cached),
+    others fetched under ``policy`` (the key-fetch limits: HTTPS, public addresses, small bodies).
+
+    Fetched documents are cached until the earliest of validUntil, ``ttl`` (ms, from the list) or
+    ``default_ttl``, and never beyond ``max_age``: a list is a hint of how long it stays current, and a
+    far-off validUntil must not hide new revocations for months. Failures are not cached. One instance
+    may serve many verifications and threads.
+    """
+
+    def __init__(self, policy: FetchPolicy | None = None, *, fetch: Callable[..., dict] = fetch_json,
+                 local: Callable[[str], dict | None] | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 default_ttl: timedelta = timedelta(minutes=5), max_age: timedelta = timedelta(days=1),
+                 max_cached: int = 256) -> None:
+        self.policy = policy or FetchPolicy()
+        self._fetch = fetch
+        self.local = local
+        self._now = now
+        self.default_ttl = default_ttl
+        self.max_age = max_age
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, tuple[datetime, dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> dict:
+        key = url.split("#", 1)[0]
+        if self.local is not None:
+            document = self.local(key)
+            if document is not None:
+                return document
+        now = self._now()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+            self._cache.pop(key, None)
+        document = self._fetch(key, policy=self.policy)
+        expires = self._expiry(document, now)
+        if expires > now:
+            with self._lock:
+                self._cache[key] = (expires, document)
+                while len(self._cache) > self.max_cached:
+                    self._cache.popitem(last=False)
+        return document
+
+    def _expiry(self, document: Any, now: datetime) -> datetime:
+        """When a fetched document stops being reused: min(now + ttl, validUntil, now + max_age)."""
+        ttl = self.default_ttl
+        subject = document.get("credentialSubject") if isinstance(document, dict) else None
+        declared = subject.get("ttl") if isinstance(subject, dict) else None
+        if isinstance(declared, int) and not isinstance(declared, bool) and declared >= 0:
+            ttl = timedelta(milliseconds=declared)
+        expires = now + min(ttl, self.max_age)
+        until = document.get("validUntil") if isinstance(document, dict) else None
+        if until is not None:
+            try:
+                expires = min(expires, parse_datetime(until, "validUntil"))
+            except ValueError:
+                return now  # an unreadable date: do not keep it
+        return expires
 
 
 DATA_INTEGRITY_CHECKS: tuple[tuple[str, CheckFn], ...] = (

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from test_fetch import make_tls, no_outside_connections, send_json, serve, stub_resolver  # noqa: F401
 
 from issuer import fetch, multikey
 from issuer.fetch import FetchError, FetchPolicy
 from issuer.keys import SigningKey, did_document, jwks
 from issuer.resolve import KeyResolutionError, KeyResolver, jwks_url
+from tests.test_fetch import make_tls, no_outside_connections, send_json, serve, stub_resolver  # noqa: F401
 
 DID = "did:web:badges.example.edu"
 

@@ -31,13 +31,35 @@ EMAIL = "Learner.One@Example.edu"
 SALT = "8f1c0a5d2b7e4f3a"
 
 
+# complete.json carries a 1EdTechRevocationList status; the status check fails closed when the list
+# cannot be read, so the offline verifier serves it one that lists nothing.
+COMPLETE_REVOCATION_LIST = "https://1edtech.edu/credentials/3732/revocations"
+
+
 def no_network(url: str) -> dict:
     raise FetchError(f"{url}: no network in tests")
 
 
+class OfflineStatusLists:
+    """Status documents from memory; anything else is unreachable."""
+
+    def __init__(self, documents: dict[str, dict]) -> None:
+        self.documents = documents
+
+    def get(self, url: str) -> dict:
+        if url not in self.documents:
+            raise FetchError(f"{url}: no network in tests")
+        return self.documents[url]
+
+
+OFFICIAL_STATUS_LISTS = OfflineStatusLists(
+    {COMPLETE_REVOCATION_LIST: {"id": COMPLETE_REVOCATION_LIST, "revokedCredential": []}})
+
+
 def offline_verifier(local: dict[str, dict] | None = None, *, now: datetime = FIXTURE_NOW,
                      loader=None) -> Verifier:
-    return Verifier(KeyResolver(local, fetch=no_network), now=lambda: now, loader=loader)
+    return Verifier(KeyResolver(local, fetch=no_network), now=lambda: now, loader=loader,
+                    status_lists=OFFICIAL_STATUS_LISTS)
 
 
 def checks(result) -> dict[str, bool | None]:
@@ -148,12 +170,16 @@ def test_credential_without_proof_fails(load_standard) -> None:
     assert result.check("proof").detail == "the credential has no proof"
 
 
-def test_credential_status_is_reported_as_present_but_not_checked(load_standard) -> None:
+def test_credential_status_is_checked_and_fails_closed_without_a_status_source(load_standard) -> None:
+    """Issue #5 changed this: a status entry is no longer "not checked" but read, or the badge fails."""
     result = offline_verifier().verify_credential(load_standard(f"{FIXTURES}/complete.json"))
     status = result.check("status")
-    assert status.ok is None and "1EdTechRevocationList" in status.detail and "not checked" in status.detail
-    assert any("credentialStatus" in w for w in result.warnings)
-    assert result.verified  # "not checked" is not a failure
+    assert status.ok is True and "not listed in the 1EdTech revocation list" in status.detail
+    assert result.verified
+    without_source = Verifier(KeyResolver(fetch=no_network), now=lambda: FIXTURE_NOW)
+    result = without_source.verify_credential(load_standard(f"{FIXTURES}/complete.json"))
+    assert result.check("status").ok is False and "no status list source" in result.check("status").detail
+    assert not result.verified
 
 
 @pytest.mark.parametrize(("email", "ok"), [("  Student@1EdTech.edu ", True), ("somebody@gmail.com", True),
@@ -456,8 +482,8 @@ def test_jws_submission_is_detected() -> None:
         (b"aGVsbG8.d29ybGQ.c2ln", "header is not base64url JSON"),
         (b"eyJmb28iOjF9.e30.c2ln", "header has no alg"),
         (b"[" * 65 + b"]" * 65, r"nested too deep \(65 levels"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "baked images are not supported yet"),
-        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>', "not supported yet"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "baked PNG badge: PNG is truncated"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>', "carries no Open Badges"),
         ("{\"a\": \"\udc80\"}", "not UTF-8"),
     ],
 )

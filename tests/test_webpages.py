@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
+import re
 
 from tests.test_awards import AI_CERTIFICATE, LEARNER, issue_badges, stored
 
@@ -35,9 +38,16 @@ def test_a_learner_checks_and_claims_a_certificate_on_the_apply_page(client, iss
     assert "You qualify for: Certificate in Professional Practice (Artificial Intelligence)" in checked
     assert "not needed for this award" in checked
     files = [(io.BytesIO(json.dumps(b).encode()), f"badge{i}.json") for i, b in enumerate(badges)]
+    uploaded = {b["id"]: json.dumps(b).encode() for b in badges}
+    files = [(io.BytesIO(data), f"badge{i}.json") for i, data in enumerate(uploaded.values())]
     claimed = client.post("/awards/apply", data={"email": LEARNER, "action": "claim", "credentials": files},
                           content_type="multipart/form-data").get_data(as_text=True)
     assert "Your award:" in claimed and "/credentials/" in claimed
+    award_url = re.search(r'href="(http://[^"]+/credentials/[^"./]+)"', claimed).group(1)
+    award = json.loads(client.get(award_url + ".json").data)
+    for evidence in award["evidence"]:  # the digest of each file as uploaded
+        digest = hashlib.sha256(uploaded[evidence["id"]]).digest()
+        assert evidence["digestSRI"] == "sha256-" + base64.b64encode(digest).decode()
 
 
 def test_the_apply_page_explains_what_is_missing(client, issue_token):

@@ -12,6 +12,7 @@ from ..formats import FormatError, parse_submission
 from ..identity import get_context, get_verifier
 from ..models import Achievement
 from ..stacking import RulesError
+from .awards import uploaded_badges
 
 bp = Blueprint("pages", __name__)
 
@@ -54,18 +55,15 @@ def apply_page():
     """Learners upload the badges they hold, see the decision in plain words, and claim the award."""
     report = error = award = None
     if request.method == "POST":
-        items = []
+        rules = current_app.extensions["issuer.rules"]
         try:
-            for upload in request.files.getlist("credentials"):
-                if not upload or not upload.filename:
-                    continue
-                submission = parse_submission(upload.read(), upload.mimetype, upload.filename)
-                items.append(submission.jwt if submission.format == "vc-jwt" else submission.credential)
-            body = {"recipient": {"email": request.form.get("email", "")}, "credentials": items}
+            badges = uploaded_badges(max_badges=rules.max_badges)
+            body = {"recipient": {"email": request.form.get("email", "")},
+                    "credentials": [badge.credential if badge.jwt is None else badge.jwt for badge in badges]}
             if request.form.get("target"):
                 body["target"] = request.form["target"]
-            rules = current_app.extensions["issuer.rules"]
             application = awards.parse_application(body, max_badges=rules.max_badges, allow_as_of=False)
+            application.items = badges
             session, ctx, verifier = get_session(), get_context(), get_verifier()
             if request.form.get("action") == "claim":
                 outcome = awards.claim(session, ctx, rules, verifier, application,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, abort, jsonify, render_template, request
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, url_for
+from sqlalchemy.exc import SQLAlchemyError
 
-from .. import issuing
+from .. import issuing, qr
+from ..credentials import read_profile
 from ..db import get_session
-from ..identity import get_context
-from ..models import Achievement, Award, Credential
+from ..identity import get_context, get_verifier
+from ..models import Achievement, Award, Credential, utcnow
 
 bp = Blueprint("public", __name__)
 
@@ -50,8 +56,131 @@ def credential(public_id: str):
     kind = _negotiate()
     if kind != "text/html":
         return _stored(row, kind)
-    document = json.loads(row.document)
-    return render_template("credential.html", row=row, doc=document, ctx=get_context())
+    page = credential_page(row)
+    response = Response(render_template("credential.html", row=row, page=page, ctx=get_context()),
+                        mimetype="text/html")
+    # Same URL as the JSON, and the verdict is computed afresh each time: caches must ask again.
+    response.headers["Vary"] = "Accept"
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+# --- the public credential page ------------------------------------------------------------------------
+
+LINKEDIN_ADD = "https://www.linkedin.com/profile/add"
+
+# The checks an employer reads, in the order they matter to them, with English and Chinese labels. The
+# verifier's recipient check is left out: it needs the learner's email, which a public page never has.
+PAGE_CHECKS = {
+    "proof": ("Signature (proof)", "數碼簽署"),
+    "key_provenance": ("Issuer and signing key", "頒發機構及簽署密鑰"),
+    "validity_window": ("Validity dates", "有效日期"),
+    "status": ("Revocation status", "撤銷狀態"),
+    "schema": ("Open Badges 3.0 format", "開放徽章 3.0 格式"),
+    "jsonld": ("Linked-data terms", "關聯數據詞彙"),
+}
+CHECK_STATES = {True: "passed", False: "failed", None: "not checked"}
+
+
+def _stored_document(row: Credential | Award) -> dict | None:
+    """The stored JSON, or None when the stored text is not a JSON object (the page must still render)."""
+    try:
+        document = json.loads(row.document)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _web_url(value: Any) -> str | None:
+    """Only http(s) URLs become links or images: ids from other issuers' badges could be anything."""
+    if isinstance(value, str) and value.startswith(("https://", "http://")):
+        return value
+    return None
+
+
+def _zh_name(achievement: Mapping[str, Any]) -> str | None:
+    related = achievement.get("related")
+    for item in related if isinstance(related, list) else []:
+        if isinstance(item, Mapping) and item.get("inLanguage") == "zh-Hant" and isinstance(item.get("name"), str):
+            return item["name"]
+    return None
+
+
+def _award_day(document: Mapping[str, Any]) -> date | None:
+    text = document.get("awardedDate") or document.get("validFrom") or document.get("issuanceDate")
+    try:
+        return date.fromisoformat(str(text)[:10])
+    except ValueError:
+        return None
+
+
+def linkedin_url(*, name: str, organization: str, awarded: date | None, cert_url: str, cert_id: str) -> str:
+    """LinkedIn's add-to-profile link: the learner lands on a form already filled with this credential."""
+    params = {"startTask": "CERTIFICATION_NAME", "name": name, "organizationName": organization}
+    if awarded is not None:
+        params |= {"issueYear": str(awarded.year), "issueMonth": str(awarded.month)}
+    params |= {"certUrl": cert_url, "certId": cert_id}
+    return f"{LINKEDIN_ADD}?{urlencode(params, quote_via=quote, safe='')}"
+
+
+def _verification(document: dict | None) -> dict:
+    """Our verifier on the stored document, now: the page shows its work rather than asking for trust."""
+    checked_at = utcnow().replace(microsecond=0)
+    verifier = get_verifier()
+    verifier.now = lambda: checked_at  # the time shown is the time the validity dates were checked against
+    result = verifier.verify_credential(document)
+    by_name = {check.name: check for check in result.checks}
+    checks = [{"name": name, "label": label, "label_zh": label_zh, "state": CHECK_STATES[by_name[name].ok],
+               "detail": by_name[name].detail}
+              for name, (label, label_zh) in PAGE_CHECKS.items() if name in by_name]
+    return {"verified": result.verified, "checks": checks, "warnings": result.warnings,
+            "checked_at": checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def credential_page(row: Credential | Award) -> dict:
+    """What the page shows, read from the stored document so that a badge and an award render alike."""
+    ctx = get_context()
+    stored = _stored_document(row)
+    document = stored or {}
+    subjects = document.get("credentialSubject")
+    subject = next((s for s in (subjects if isinstance(subjects, list) else [subjects])
+                    if isinstance(s, Mapping) and isinstance(s.get("achievement"), Mapping)), {})
+    achievement = subject.get("achievement", {})
+    issuer = document.get("issuer")
+    issuer_name = issuer.get("name") if isinstance(issuer, Mapping) else None
+    image = achievement.get("image")
+    image_url = _web_url(image.get("id") if isinstance(image, Mapping) else image)
+    name = achievement.get("name") if isinstance(achievement.get("name"), str) else "Credential"
+    profile = read_profile(document)
+    awarded = _award_day(document)
+    evidence = [{"url": _web_url(e.get("id")), "name": e.get("name") or e.get("id") or "evidence",
+                 "description": e.get("description")}
+                for e in document.get("evidence") or [] if isinstance(e, Mapping)]
+    if isinstance(row, Credential):
+        shown_image = url_for("public.achievement_svg", code=row.achievement_code)
+    else:
+        shown_image = image_url
+    organization = issuer_name or ctx.profile["name"]
+    return {
+        "name": name,
+        "name_zh": _zh_name(achievement),
+        "issuer_name": organization,
+        "recipient_name": getattr(row, "recipient_name", None),
+        "awarded": awarded.isoformat() if awarded else None,
+        "valid_from": document.get("validFrom"),
+        "valid_until": document.get("validUntil"),
+        "image": shown_image,
+        "image_alt": (image.get("caption") if isinstance(image, Mapping) else None) or f"Badge for {name}",
+        "og_image": image_url or (ctx.profile.get("image") or {}).get("id"),
+        "description": f"{name}, awarded by {organization}"
+                       + (f" on {awarded.isoformat()}" if awarded else "") + ". An Open Badges 3.0 credential.",
+        "profile": profile,
+        "is_award": isinstance(row, Award),
+        "evidence": evidence,
+        "verification": _verification(stored),
+        "linkedin": linkedin_url(name=name, organization=organization, awarded=awarded,
+                                 cert_url=row.credential_url, cert_id=row.id),
+    }
 
 
 @bp.get("/credentials/<public_id>.json")
@@ -65,6 +194,43 @@ def credential_jwt(public_id: str):
     if not row.jwt:
         abort(404, description="no VC-JWT: JWTs are issued only to recipients with a DID")
     return Response(row.jwt, mimetype="text/plain")
+
+
+# --- QR codes: drawn once and stored; rows from before they were kept get theirs on first request -------
+
+QR_CACHE = "public, max-age=31536000, immutable"  # a QR code depends only on the credential's URL
+
+
+def _qr_codes(row: Credential | Award) -> tuple[bytes, str]:
+    if qr.ensure(row):
+        png, svg = row.qr_png, row.qr_svg
+        session = get_session()
+        try:
+            session.commit()
+        except SQLAlchemyError:
+            # Not stored this time (say, a locked SQLite file): serve what was drawn, store it next time.
+            session.rollback()
+            current_app.logger.warning("could not store the QR codes of %s", row.id, exc_info=True)
+        return png, svg
+    return row.qr_png, row.qr_svg
+
+
+def _image(body: bytes, mimetype: str) -> Response:
+    response = Response(body, mimetype=mimetype, headers={"Cache-Control": QR_CACHE})
+    response.add_etag()
+    return response.make_conditional(request)
+
+
+@bp.get("/credentials/<public_id>/qr.png")
+def credential_qr_png(public_id: str):
+    png, _ = _qr_codes(_credential(public_id))
+    return _image(png, "image/png")
+
+
+@bp.get("/credentials/<public_id>/qr.svg")
+def credential_qr_svg(public_id: str):
+    _, svg = _qr_codes(_credential(public_id))
+    return _image(svg.encode("utf-8"), "image/svg+xml")
 
 
 def _achievement(code: str) -> Achievement:
