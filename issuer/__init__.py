@@ -6,10 +6,10 @@ from flask import Flask
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from . import config, db
+    from . import config, db, i18n
     from .cli import register_commands
     from .stacking import DEFAULT_RULES_PATH, load_rules
-    from .web import api, awards, downloads, errors, pages, public, wellknown
+    from .web import api, awards, downloads, errors, pages, public, status, wellknown
 
     app = Flask(__name__, instance_relative_config=True, template_folder=str(config.PROJECT_ROOT / "templates"))
     app.json.ensure_ascii = False
@@ -20,11 +20,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["issuer.rules"] = load_rules(app.config["ISSUER_RULES_FILE"] or DEFAULT_RULES_PATH)
     db.init_app(app)
     errors.init_app(app)
+    i18n.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(awards.bp)
     app.register_blueprint(public.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(status.bp)
     register_commands(app)
     return app

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import credentials as docs
-from . import qr, stacking, vcjwt
+from . import qr, revocation, stacking, vcjwt
 from .issuing import IssuerContext, serialise, sign
 from .models import Achievement, AuditEntry, Award, AwardBadge, Credential, utcnow
 from .verify import Verifier
@@ -308,7 +308,7 @@ def _sri(hex_digest: str) -> str:
 
 
 def award_document(ctx: IssuerContext, rules: stacking.RuleSet, report: dict, evaluated: Evaluated,
-                   app: Application, public_id: str, now: datetime) -> dict:
+                   app: Application, public_id: str, now: datetime, credential_status: dict | None = None) -> dict:
     award = report["award"]
     achievement = award_achievement(ctx, rules, award)
     by_id = {b["id"]: b for b in report["badges"]}
@@ -337,6 +337,7 @@ def award_document(ctx: IssuerContext, rules: stacking.RuleSet, report: dict, ev
                  "value": f"QF{award['qf_level']}"}] if award.get("qf_level") else None,
         evidence=evidence,
         credits=award["credits"],
+        credential_status=credential_status,
     )
 
 
@@ -378,7 +379,9 @@ def claim(session: Session, ctx: IssuerContext, rules: stacking.RuleSet, verifie
 
     now = (now or utcnow()).replace(microsecond=0)
     public_id = secrets.token_urlsafe(16)
-    unsigned = award_document(ctx, rules, report, evaluated, app, public_id, now)
+    # The first write of the transaction (revocation.allocate rolls back and redraws on a clash).
+    entry = revocation.allocate(session, ctx.base_url, "award", public_id)
+    unsigned = award_document(ctx, rules, report, evaluated, app, public_id, now, entry)
     signed = sign(ctx, unsigned, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
     token = None
     if app.holder:

@@ -17,7 +17,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import inspect, select, text
 
-from . import issuing
+from . import issuing, revocation
 from .catalogue import DEMO_CATALOGUE, CatalogueError, load_catalogue
 from .credentials import normalise_email
 from .db import get_session, migrate
@@ -155,6 +155,27 @@ def issue_command(achievement, email, name, did, awarded_on, result) -> None:
         raise click.ClickException(str(exc)) from None
     row = outcome.credential
     click.echo(f"{'issued' if outcome.created else 'already issued'}: {row.credential_url}")
+
+
+@click.command("revoke")
+@click.argument("credential_id")
+@click.option("--reason", required=True, help="Why: recorded in the audit log and shown as given.")
+@click.option("--category", type=click.Choice(revocation.CATEGORIES), default="other", show_default=True,
+              help="The reason category the public page shows.")
+@with_appcontext
+def revoke_command(credential_id: str, reason: str, category: str) -> None:
+    """Revoke a badge or award for good (a correction is a new badge); awards that counted a revoked
+    badge are re-checked and revoked when they no longer hold."""
+    try:
+        outcome = revocation.revoke(get_session(), current_app.extensions["issuer.rules"], credential_id,
+                                    reason=reason, category=category, actor=actor())
+    except revocation.RevocationError as exc:
+        raise click.ClickException(str(exc)) from None
+    shown = outcome.revocation
+    click.echo(f"{'revoked' if outcome.created else 'already revoked'}: {shown['url']} "
+               f"({shown['category']}: {shown['reason']})")
+    for award in outcome.awards:
+        click.echo(f"  award {award['url']}: {award['outcome']}")
 
 
 @click.command("issue-batch")
@@ -417,7 +438,7 @@ def _jsonable(value):
 
 def register_commands(app: Flask) -> None:
     for command in (init_command, serve_command, catalogue_group, issue_command, issue_batch_command,
-                    verify_command, keys_group, token_group, backup_command, award_group):
+                    verify_command, keys_group, token_group, backup_command, award_group, revoke_command):
         app.cli.add_command(command)
 
 

@@ -70,6 +70,7 @@ def get_verifier(app: Flask | None = None):
     """A verifier that knows our own keys locally and fetches other issuers' keys under the fetch policy."""
     from .fetch import FetchPolicy
     from .resolve import KeyResolver
+    from .revocation import local_lists
     from .verify import FetchingStatusLists, Verifier
 
     app = app or current_app
@@ -77,10 +78,11 @@ def get_verifier(app: Flask | None = None):
     allow = bool(app.config["ISSUER_ALLOW_PRIVATE_FETCH"])
     policy = FetchPolicy(allow_http=allow, allow_private=allow, timeout=app.config["ISSUER_FETCH_TIMEOUT"])
     # A new resolver per verification: its cache must not outlive a key rotation elsewhere.
-    # Other issuers' status lists are fetched under the same limits as their keys. Our own badges carry
-    # no status entry until revocation lands (issue #5), which will serve our lists locally here.
+    # Other issuers' status lists are fetched under the same limits as their keys; our own come from
+    # the database (always current, no round trip to ourselves).
+    local = local_lists(app.extensions["issuer.sessionmaker"], ctx)
     return Verifier(KeyResolver(local_documents=local_documents(ctx), policy=policy),
-                    status_lists=FetchingStatusLists(policy))
+                    status_lists=FetchingStatusLists(policy, local=local))
 
 
 def challenge_secret(app: Flask | None = None) -> bytes:

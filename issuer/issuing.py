@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import credentials as docs
-from . import proofs, qr, vcjwt
+from . import proofs, qr, revocation, vcjwt
 from .catalogue import CatalogueError, Microcredential, validate_catalogue
 from .images import badge_png, badge_svg
 from .keys import KeyRing
@@ -221,7 +221,7 @@ def sign(ctx: IssuerContext, unsigned: dict, created: str) -> dict:
 
 
 def build_signed(ctx: IssuerContext, achievement_row: Achievement, req: IssueRequest, public_id: str,
-                 now: datetime) -> tuple[dict, str | None]:
+                 now: datetime, credential_status: dict | None = None) -> tuple[dict, str | None]:
     """The signed credential (and its VC-JWT when the recipient has a DID) for one award."""
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     awarded = req.awarded_on or now.date()
@@ -237,6 +237,7 @@ def build_signed(ctx: IssuerContext, achievement_row: Achievement, req: IssueReq
         awarded_date=None if awarded == now.date() else f"{awarded.isoformat()}T00:00:00Z",
         result=req.result,
         evidence=req.evidence or None,
+        credential_status=credential_status,
     )
     signed = sign(ctx, unsigned, stamp)
     token = None
@@ -266,7 +267,9 @@ def issue(session: Session, ctx: IssuerContext, req: IssueRequest, *, actor: str
                          status=409)
     now = (now or utcnow()).replace(microsecond=0)
     public_id = secrets.token_urlsafe(16)
-    signed, token = build_signed(ctx, achievement_row, req, public_id, now)
+    # The first write of the transaction (revocation.allocate rolls back and redraws on a clash).
+    entry = revocation.allocate(session, ctx.base_url, "badge", public_id)
+    signed, token = build_signed(ctx, achievement_row, req, public_id, now, entry)
     text = serialise(signed)
     row = Credential(
         id=public_id, credential_url=ctx.credential_url(public_id), achievement_code=req.achievement,

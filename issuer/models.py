@@ -91,6 +91,11 @@ class Credential(Base):
     # The QR codes of credential_url, drawn once when stored (qr.py); None only for rows from before them.
     qr_png: Mapped[bytes | None] = mapped_column(LargeBinary)
     qr_svg: Mapped[str | None] = mapped_column(Text)
+    # Revocation (issue #5): permanent once set; the public page shows the date and the category.
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revocation_reason: Mapped[str | None] = mapped_column(Text)
+    revocation_category: Mapped[str | None] = mapped_column(String(40))
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class ApiToken(Base):
@@ -146,6 +151,11 @@ class Award(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     qr_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # as on Credential
     qr_svg: Mapped[str | None] = mapped_column(Text)
+    # Revocation (issue #5): permanent once set; the public page shows the date and the category.
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revocation_reason: Mapped[str | None] = mapped_column(Text)
+    revocation_category: Mapped[str | None] = mapped_column(String(40))
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class AwardBadge(Base):
@@ -168,3 +178,36 @@ class UsedChallenge(Base):
     __tablename__ = "used_challenges"
     challenge: Mapped[str] = mapped_column(String(200), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class StatusList(Base):
+    """A published Bitstring Status List. ``version`` grows with every revocation on the list (in the
+    revoking transaction); the signed document is cached with the ``built_version`` it was built from,
+    so it is rebuilt only when the list changed, and a revocation committed during a rebuild leaves
+    ``version`` ahead of ``built_version`` and is picked up by the next request."""
+
+    __tablename__ = "status_lists"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # random: the URL reveals no order
+    purpose: Mapped[str] = mapped_column(String(20), default="revocation")
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)  # no new entries once mostly used
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    built_version: Mapped[int | None] = mapped_column(Integer)
+    document: Mapped[str | None] = mapped_column(Text)  # the signed list credential as served
+    etag: Mapped[str | None] = mapped_column(String(80))
+    built_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StatusEntry(Base):
+    """One index of a status list, given to one badge or award. The unique key (list, index) is what
+    makes an index never given twice, even when several processes issue at once."""
+
+    __tablename__ = "status_entries"
+    __table_args__ = (UniqueConstraint("list_id", "list_index", name="uq_status_list_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    list_id: Mapped[str] = mapped_column(ForeignKey("status_lists.id"))
+    list_index: Mapped[int] = mapped_column(Integer)
+    credential_kind: Mapped[str] = mapped_column(String(10))  # "badge" or "award"
+    credential_id: Mapped[str] = mapped_column(String(64), unique=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -307,11 +307,12 @@ def test_served_credential_verifies_in_js(js, service, request_name):
     assert credential["proof"]["cryptosuite"] == "eddsa-rdfc-2022"
     assert credential["proof"]["verificationMethod"].startswith(did_doc["id"] + "#")
 
-    js.assert_verified(served.get_data(), {did_doc["id"]: did_doc})
+    documents = {did_doc["id"]: did_doc, **status_documents(client, credential)}
+    js.assert_verified(served.get_data(), documents)
 
     changed = copy.deepcopy(credential)
     changed["credentialSubject"]["achievement"]["name"] += "!"
-    error = js.assert_rejected(changed, {did_doc["id"]: did_doc})
+    error = js.assert_rejected(changed, documents)
     assert "signature" in error.lower(), error
 
 
@@ -330,4 +331,34 @@ def test_a_stacked_award_verifies_in_js(js, service):
     served = client.get(urlsplit(claimed.get_json()["url"]).path + ".json")
     did_doc = json.loads(client.get("/.well-known/did.json").get_data())
     assert json.loads(served.get_data())["credentialSubject"]["achievement"]["achievementType"] == "Certificate"
-    js.assert_verified(served.get_data(), {did_doc["id"]: did_doc})
+    js.assert_verified(served.get_data(), {did_doc["id"]: did_doc,
+                                           **status_documents(client, json.loads(served.get_data()))})
+
+
+def test_a_revoked_badge_fails_in_js_while_another_on_its_list_passes(js, service):
+    """Issue #5's "independent verifier": verify.mjs reads our signed Bitstring Status List itself."""
+    client, token = service
+    headers = {"Authorization": f"Bearer {token}"}
+    code = client.get("/api/v1/achievements").get_json()["achievements"][0]["code"]
+    issued = [client.post("/api/v1/credentials", headers=headers,
+                          json={"achievement": code, "recipient": {"email": f"js-revoke-{n}@example.com"}})
+              for n in range(2)]
+    assert all(r.status_code == 201 for r in issued)
+    revoked, kept = (r.get_json()["credential"] for r in issued)
+    assert revoked["credentialStatus"]["statusListCredential"] == kept["credentialStatus"]["statusListCredential"]
+    answer = client.post(f"/api/v1/credentials/{issued[0].get_json()['id']}/revoke", headers=headers,
+                         json={"reason": "issued to the wrong learner", "category": "issued in error"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    did_doc = json.loads(client.get("/.well-known/did.json").get_data())
+    documents = {did_doc["id"]: did_doc, **status_documents(client, revoked)}
+    error = js.assert_rejected(revoked, documents)
+    assert "status: revocation" in error, error
+    js.assert_verified(kept, documents)
+
+
+def status_documents(client, credential: dict) -> dict[str, Any]:
+    """The status list a credential points to, as the service serves it, keyed by its URL."""
+    url = credential["credentialStatus"]["statusListCredential"]
+    served = client.get(urlsplit(url).path)
+    assert served.status_code == 200
+    return {url: json.loads(served.get_data())}

@@ -7,7 +7,7 @@ from functools import wraps
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import issuing
+from .. import issuing, revocation
 from ..catalogue import CatalogueError, validate_catalogue
 from ..db import get_session
 from ..formats import FormatError, parse_submission
@@ -140,6 +140,27 @@ def issue_credential():
         session.rollback()
         raise ApiError(exc.status, str(exc), field=exc.field) from None
     return credential_response(outcome.credential, 201 if outcome.created else 200)
+
+
+@bp.post("/credentials/<credential_id>/revoke")
+@require_scope("revoke")
+def revoke_credential(credential_id: str):
+    """Revoke a badge or award; 200 with the revocation and the awards it affected (the same answer
+    again for a repeated call: revocation is permanent and idempotent)."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object with reason (and category)")
+    unknown = set(body) - {"reason", "category"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    session = get_session()
+    try:
+        outcome = revocation.revoke(session, current_app.extensions["issuer.rules"], credential_id,
+                                    reason=body.get("reason"), category=body.get("category"), actor=g.caller.actor)
+    except revocation.RevocationError as exc:
+        session.rollback()
+        raise ApiError(exc.status, str(exc), field=exc.field) from None
+    return jsonify(outcome.to_json())
 
 
 # --- verifying ---------------------------------------------------------------------------------------

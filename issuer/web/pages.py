@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, render_template, request
+from flask_babel import lazy_gettext as _l
 
 from .. import awards
 from ..db import get_session
@@ -17,14 +18,15 @@ from .awards import uploaded_badges
 bp = Blueprint("pages", __name__)
 
 # What each check means, for someone who has never heard of a proof or a DID.
+# Lazy: the words are looked up in the reader's language when the page is rendered.
 CHECK_WORDS = {
-    "schema": ("Format", "The file is a well-formed Open Badges 3.0 credential."),
-    "jsonld": ("Vocabulary", "Every field means what the Open Badges standard says it means."),
-    "proof": ("Signature", "The issuer's digital signature matches the content: nothing was changed since."),
-    "key_provenance": ("Issuer", "The key that signed it belongs to the issuer named in it."),
-    "validity_window": ("Dates", "It is valid today: not before its start date, not after its end date."),
-    "recipient": ("Recipient", "It was issued to the email address you gave."),
-    "status": ("Status", "It has not been revoked by the issuer."),
+    "schema": (_l("Format"), _l("The file is a well-formed Open Badges 3.0 credential.")),
+    "jsonld": (_l("Vocabulary"), _l("Every field means what the Open Badges standard says it means.")),
+    "proof": (_l("Signature"), _l("The issuer's digital signature matches the content: nothing was changed since.")),
+    "key_provenance": (_l("Issuer"), _l("The key that signed it belongs to the issuer named in it.")),
+    "validity_window": (_l("Dates"), _l("It is valid today: not before its start date, not after its end date.")),
+    "recipient": (_l("Recipient"), _l("It was issued to the email address you gave.")),
+    "status": (_l("Status"), _l("It has not been revoked by the issuer.")),
 }
 
 

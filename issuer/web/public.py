@@ -9,15 +9,18 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import issuing, qr
+from .. import i18n, issuing, qr
 from ..credentials import read_profile
 from ..db import get_session
 from ..identity import get_context, get_verifier
 from ..models import Achievement, Award, Credential, utcnow
 
 bp = Blueprint("public", __name__)
+# Every page for people is rendered in the reader's language: set that up once, with the public pages.
 
 JSON_TYPES = ["application/vc+ld+json", "application/ld+json", "application/json", "application/vc"]
 
@@ -69,17 +72,19 @@ def credential(public_id: str):
 
 LINKEDIN_ADD = "https://www.linkedin.com/profile/add"
 
-# The checks an employer reads, in the order they matter to them, with English and Chinese labels. The
+# The checks an employer reads, in the order they matter to them, labelled in the reader's language. The
 # verifier's recipient check is left out: it needs the learner's email, which a public page never has.
 PAGE_CHECKS = {
-    "proof": ("Signature (proof)", "數碼簽署"),
-    "key_provenance": ("Issuer and signing key", "頒發機構及簽署密鑰"),
-    "validity_window": ("Validity dates", "有效日期"),
-    "status": ("Revocation status", "撤銷狀態"),
-    "schema": ("Open Badges 3.0 format", "開放徽章 3.0 格式"),
-    "jsonld": ("Linked-data terms", "關聯數據詞彙"),
+    "proof": _l("Signature (proof)"),
+    "key_provenance": _l("Issuer and signing key"),
+    "validity_window": _l("Validity dates"),
+    "status": _l("Revocation status"),
+    "schema": _l("Open Badges 3.0 format"),
+    "jsonld": _l("Linked-data terms"),
 }
+# The state names stay English in data-state (machines and tests read them); the page shows these words.
 CHECK_STATES = {True: "passed", False: "failed", None: "not checked"}
+STATE_WORDS = {"passed": _l("passed"), "failed": _l("failed"), "not checked": _l("not checked")}
 
 
 def _stored_document(row: Credential | Award) -> dict | None:
@@ -130,9 +135,9 @@ def _verification(document: dict | None) -> dict:
     verifier.now = lambda: checked_at  # the time shown is the time the validity dates were checked against
     result = verifier.verify_credential(document)
     by_name = {check.name: check for check in result.checks}
-    checks = [{"name": name, "label": label, "label_zh": label_zh, "state": CHECK_STATES[by_name[name].ok],
-               "detail": by_name[name].detail}
-              for name, (label, label_zh) in PAGE_CHECKS.items() if name in by_name]
+    checks = [{"name": name, "label": str(label), "state": CHECK_STATES[by_name[name].ok],
+               "state_words": str(STATE_WORDS[CHECK_STATES[by_name[name].ok]]), "detail": by_name[name].detail}
+              for name, label in PAGE_CHECKS.items() if name in by_name]
     return {"verified": result.verified, "checks": checks, "warnings": result.warnings,
             "checked_at": checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
@@ -150,7 +155,7 @@ def credential_page(row: Credential | Award) -> dict:
     issuer_name = issuer.get("name") if isinstance(issuer, Mapping) else None
     image = achievement.get("image")
     image_url = _web_url(image.get("id") if isinstance(image, Mapping) else image)
-    name = achievement.get("name") if isinstance(achievement.get("name"), str) else "Credential"
+    name = achievement.get("name") if isinstance(achievement.get("name"), str) else _("Credential")
     profile = read_profile(document)
     awarded = _award_day(document)
     evidence = [{"url": _web_url(e.get("id")), "name": e.get("name") or e.get("id") or "evidence",
@@ -170,10 +175,14 @@ def credential_page(row: Credential | Award) -> dict:
         "valid_from": document.get("validFrom"),
         "valid_until": document.get("validUntil"),
         "image": shown_image,
-        "image_alt": (image.get("caption") if isinstance(image, Mapping) else None) or f"Badge for {name}",
+        # The picture shown, described in the reader's language.
+        "image_alt": _("Badge for %(name)s", name=(i18n.current_language() == "zh-Hant" and _zh_name(achievement))
+                       or name),
         "og_image": image_url or (ctx.profile.get("image") or {}).get("id"),
-        "description": f"{name}, awarded by {organization}"
-                       + (f" on {awarded.isoformat()}" if awarded else "") + ". An Open Badges 3.0 credential.",
+        "description": (_("%(name)s, awarded by %(issuer)s on %(date)s. An Open Badges 3.0 credential.",
+                          name=name, issuer=organization, date=awarded.isoformat()) if awarded else
+                        _("%(name)s, awarded by %(issuer)s. An Open Badges 3.0 credential.",
+                          name=name, issuer=organization)),
         "profile": profile,
         "is_award": isinstance(row, Award),
         "evidence": evidence,

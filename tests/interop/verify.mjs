@@ -14,10 +14,16 @@
 // The document loader is strict: besides the supplied documents it knows only the contexts shipped in the
 // npm packages below, and refuses every other URL (no network access).
 //
+// A credential with a `BitstringStatusListEntry` is checked as W3C Bitstring Status List v1.0 describes,
+// by checkBitstringStatus below (written here, independently of the Python side): the list credential is
+// taken from DOCUMENTS.json under its URL, its proof verified with the same stack, then its encodedList
+// decoded (multibase u, base64url, GZIP) and the entry's bit read (bit 0 is the leftmost bit of byte 0).
+//
 // Prints {"verified": bool, "error": string|null} on stdout. Exit code 0 when verified, 1 when not, 2 on
 // usage errors (wrong arguments, unreadable or invalid JSON files), 3 if the verifier itself crashed.
 
 import {readFile} from 'node:fs/promises';
+import {gunzipSync} from 'node:zlib';
 
 import * as vc from '@digitalbazaar/vc';
 import {DataIntegrityProof} from '@digitalbazaar/data-integrity';
@@ -129,6 +135,43 @@ function makeDocumentLoader(supplied) {
   };
 }
 
+const MIN_STATUS_ENTRIES = 131072;
+
+// checkStatus for @digitalbazaar/vc: the W3C Bitstring Status List "Validate Algorithm" for 1-bit entries.
+async function checkBitstringStatus({credential, documentLoader, suite}) {
+  const entries = [].concat(credential.credentialStatus || []);
+  for(const entry of entries) {
+    if(entry.type !== 'BitstringStatusListEntry') {
+      return {verified: false, error: new Error(`unsupported status entry type ${entry.type}`)};
+    }
+    const {document: list} = await documentLoader(entry.statusListCredential);
+    const listResult = await vc.verifyCredential({credential: list, suite, documentLoader});
+    if(!listResult.verified) {
+      return {verified: false, error: new Error(`the status list does not verify: ${errorText(listResult)}`)};
+    }
+    const issuerOf = doc => typeof doc.issuer === 'object' ? doc.issuer.id : doc.issuer;
+    if(issuerOf(list) !== issuerOf(credential)) {
+      return {verified: false, error: new Error('the status list has another issuer')};
+    }
+    const subject = list.credentialSubject;
+    if(subject.type !== 'BitstringStatusList' || subject.statusPurpose !== entry.statusPurpose) {
+      return {verified: false, error: new Error('the status list is not for this purpose')};
+    }
+    if(typeof subject.encodedList !== 'string' || !subject.encodedList.startsWith('u')) {
+      return {verified: false, error: new Error('encodedList is not multibase base64url')};
+    }
+    const bits = gunzipSync(Buffer.from(subject.encodedList.slice(1), 'base64url'));
+    const index = Number.parseInt(entry.statusListIndex, 10);
+    if(bits.length * 8 < MIN_STATUS_ENTRIES || !(index >= 0 && index < bits.length * 8)) {
+      return {verified: false, error: new Error('the status list is too short for the entry')};
+    }
+    if(bits[index >> 3] & (0x80 >> (index & 7))) {
+      return {verified: false, error: new Error(`status: ${entry.statusPurpose} (index ${index} is set)`)};
+    }
+  }
+  return {verified: true};
+}
+
 function messages(error) {
   if(!error) {
     return [];
@@ -145,6 +188,9 @@ function messages(error) {
 
 function errorText(result) {
   const found = [...messages(result.error)];
+  if(result.statusResult && !result.statusResult.verified) {
+    found.push(...messages(result.statusResult.error));
+  }
   for(const item of result.results || []) {
     if(!item.verified) {
       found.push(...messages(item.error));
@@ -200,7 +246,8 @@ async function main(args) {
   const result = await vc.verifyCredential({
     credential,
     suite,
-    documentLoader: makeDocumentLoader(documents)
+    documentLoader: makeDocumentLoader(documents),
+    checkStatus: checkBitstringStatus
   });
   if(result.verified) {
     print({verified: true, error: null});
