@@ -381,3 +381,20 @@ def test_the_database_refuses_a_second_entry_at_the_same_index(app):
                                 credential_id="second"))
         with pytest.raises(IntegrityError):
             session.commit()
+
+
+def test_the_public_page_shows_a_revoked_badge_with_date_and_category_in_both_languages(client, make_token):
+    token = make_token("issue revoke")
+    code = client.get("/api/v1/achievements").get_json()["achievements"][0]["code"]
+    issued = client.post("/api/v1/credentials", headers={"Authorization": f"Bearer {token}"},
+                         json={"achievement": code, "recipient": {"email": "page@example.com"}}).get_json()
+    page = client.get(f"/credentials/{issued['id']}", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert "Revoked on" not in page
+    revoked = client.post(f"/api/v1/credentials/{issued['id']}/revoke", headers={"Authorization": f"Bearer {token}"},
+                          json={"reason": "entered for the wrong learner", "category": "issued in error"})
+    assert revoked.status_code == 200, revoked.get_json()
+    page = client.get(f"/credentials/{issued['id']}", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert "Revoked on " in page and "issued in error" in page
+    chinese = client.get(f"/credentials/{issued['id']}?lang=zh-Hant",
+                         headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert "撤銷" in chinese and "錯誤發出" in chinese
