@@ -252,3 +252,16 @@ def test_a_parent_programme_award_and_its_badges_stay_out_of_certificates(tmp_pa
     unknown = client.post("/api/v1/awards/evaluate", json={"recipient": {"email": LEARNER}, "credentials": badges,
                                                            "programme": "NOPE"})
     assert unknown.status_code == 400 and "NOPE" in unknown.get_json()["detail"]
+
+
+def test_a_revoked_badge_does_not_count_toward_an_award(client, make_token):
+    token = make_token("issue revoke")
+    badges = stored(client, issue_badges(client, token, AI_CERTIFICATE))
+    revoked = client.post(f"/api/v1/credentials/{badges[4]['id'].rsplit('/', 1)[1]}/revoke",
+                          headers=auth(token), json={"reason": "misconduct found", "category": "misconduct"})
+    assert revoked.status_code == 200, revoked.get_json()
+    report = client.post("/api/v1/awards/evaluate",
+                         json={"recipient": {"email": LEARNER}, "credentials": badges}).get_json()
+    reasons = {b["id"]: b["reason"] for b in report["badges"]}
+    assert "revoked" in reasons[badges[4]["id"]]
+    assert report["eligible"] is False  # 27 credits remain
