@@ -14,18 +14,18 @@
 // The document loader is strict: besides the supplied documents it knows only the contexts shipped in the
 // npm packages below, and refuses every other URL (no network access).
 //
-// A credential with a `BitstringStatusListEntry` is checked as W3C Bitstring Status List v1.0 describes,
-// by checkBitstringStatus below (written here, independently of the Python side): the list credential is
-// taken from DOCUMENTS.json under its URL, its proof verified with the same stack, then its encodedList
-// decoded (multibase u, base64url, GZIP) and the entry's bit read (bit 0 is the leftmost bit of byte 0).
+// A credential with a `BitstringStatusListEntry` is checked with Digital Bazaar's implementation of W3C
+// Bitstring Status List v1.0 (@digitalbazaar/vc-bitstring-status-list): the list credential is taken from
+// DOCUMENTS.json under its URL, its proof verified with the same stack, its encodedList decoded and the
+// entry's bit read; a set bit fails verification (see checkBitstringStatus).
 //
 // Prints {"verified": bool, "error": string|null} on stdout. Exit code 0 when verified, 1 when not, 2 on
 // usage errors (wrong arguments, unreadable or invalid JSON files), 3 if the verifier itself crashed.
 
 import {readFile} from 'node:fs/promises';
-import {gunzipSync} from 'node:zlib';
 
 import * as vc from '@digitalbazaar/vc';
+import {checkStatus as checkBitstringStatusList} from '@digitalbazaar/vc-bitstring-status-list';
 import {DataIntegrityProof} from '@digitalbazaar/data-integrity';
 import {cryptosuite as eddsaRdfc2022CryptoSuite} from '@digitalbazaar/eddsa-rdfc-2022-cryptosuite';
 import {contexts as credentialsContexts} from '@digitalbazaar/credentials-context';
@@ -135,41 +135,31 @@ function makeDocumentLoader(supplied) {
   };
 }
 
-const MIN_STATUS_ENTRIES = 131072;
-
-// checkStatus for @digitalbazaar/vc: the W3C Bitstring Status List "Validate Algorithm" for 1-bit entries.
+// checkStatus for @digitalbazaar/vc. The Bitstring Status List work is Digital Bazaar's
+// (@digitalbazaar/vc-bitstring-status-list): it loads the list credential through the document loader,
+// checks that its statusPurpose matches the entry's, verifies its proof with the same suite, checks that
+// it has the credential's issuer and the BitstringStatusList type, decodes encodedList and reads the
+// entry's bit. Its checkStatus reports that bit as `status` (true = set) without judging it, as the
+// specification leaves the meaning of a status to the verifier; for the purposes it can take (revocation,
+// suspension), a set bit means the credential is not valid, so this wrapper turns it into a failure.
 async function checkBitstringStatus({credential, documentLoader, suite}) {
-  const entries = [].concat(credential.credentialStatus || []);
-  for(const entry of entries) {
-    if(entry.type !== 'BitstringStatusListEntry') {
-      return {verified: false, error: new Error(`unsupported status entry type ${entry.type}`)};
-    }
-    const {document: list} = await documentLoader(entry.statusListCredential);
-    const listResult = await vc.verifyCredential({credential: list, suite, documentLoader});
-    if(!listResult.verified) {
-      return {verified: false, error: new Error(`the status list does not verify: ${errorText(listResult)}`)};
-    }
-    const issuerOf = doc => typeof doc.issuer === 'object' ? doc.issuer.id : doc.issuer;
-    if(issuerOf(list) !== issuerOf(credential)) {
-      return {verified: false, error: new Error('the status list has another issuer')};
-    }
-    const subject = list.credentialSubject;
-    if(subject.type !== 'BitstringStatusList' || subject.statusPurpose !== entry.statusPurpose) {
-      return {verified: false, error: new Error('the status list is not for this purpose')};
-    }
-    if(typeof subject.encodedList !== 'string' || !subject.encodedList.startsWith('u')) {
-      return {verified: false, error: new Error('encodedList is not multibase base64url')};
-    }
-    const bits = gunzipSync(Buffer.from(subject.encodedList.slice(1), 'base64url'));
-    const index = Number.parseInt(entry.statusListIndex, 10);
-    if(bits.length * 8 < MIN_STATUS_ENTRIES || !(index >= 0 && index < bits.length * 8)) {
-      return {verified: false, error: new Error('the status list is too short for the entry')};
-    }
-    if(bits[index >> 3] & (0x80 >> (index & 7))) {
-      return {verified: false, error: new Error(`status: ${entry.statusPurpose} (index ${index} is set)`)};
-    }
+  const result = await checkBitstringStatusList({
+    credential,
+    documentLoader,
+    suite,
+    verifyBitstringStatusListCredential: true,
+    verifyMatchingIssuers: true
+  });
+  if(!result.verified) {
+    return result;
   }
-  return {verified: true};
+  const set = (result.results || []).filter(item => item.status === true);
+  if(set.length > 0) {
+    const text = set.map(({credentialStatus: entry}) =>
+      `status: ${entry.statusPurpose} (index ${entry.statusListIndex} is set)`).join('; ');
+    return {...result, verified: false, error: new Error(text)};
+  }
+  return result;
 }
 
 function messages(error) {
