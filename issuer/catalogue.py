@@ -104,7 +104,7 @@ def load_catalogue(path: str | Path) -> list[Microcredential]:
 
 def validate_catalogue(data: Any) -> list[Microcredential]:
     """Validate parsed catalogue data and build the entries; raise CatalogueError listing every problem."""
-    data = _nfc(data)
+    data = nfc_all(data)
     # jsonschema reports a missing property once per property; dict.fromkeys drops the repeats.
     errors = list(dict.fromkeys(line for error in _sorted_errors(data) for line in _describe(error, data)))
     if errors:
@@ -234,12 +234,12 @@ def _build(entry: dict[str, Any]) -> Microcredential:
     )
 
 
-def _nfc(value: Any) -> Any:
+def nfc_all(value: Any) -> Any:
     """NFC-normalise every string, so what is signed later is what was written in the file."""
     if isinstance(value, str):
         return unicodedata.normalize("NFC", value)
     if isinstance(value, dict):
-        return {_nfc(k): _nfc(v) for k, v in value.items()}
+        return {nfc_all(k): nfc_all(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_nfc(v) for v in value]
+        return [nfc_all(v) for v in value]
     return value

@@ -25,6 +25,8 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from .catalogue import nfc_all
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RULES_SCHEMA = PROJECT_ROOT / "schemas" / "rules.schema.json"
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent / "demo" / "rules.yaml"
@@ -119,7 +121,7 @@ def default_rules() -> RuleSet:
 
 def parse_rules(data: Any) -> RuleSet:
     """Validate parsed rule data (schema, then what a schema cannot say) and build the RuleSet."""
-    data = _nfc(data)
+    data = nfc_all(data)
     errors = list(dict.fromkeys(line for error in _schema_errors(data) for line in _describe(error)))
     if errors:
         raise RulesError(errors)
@@ -193,16 +195,6 @@ def _line(path: list[Any], message: str) -> str:
 
 def _bilingual(value: Mapping[str, str]) -> dict[str, str]:
     return {"en": value["en"].strip(), "zh-Hant": value["zh-Hant"].strip()}
-
-
-def _nfc(value: Any) -> Any:
-    if isinstance(value, str):
-        return unicodedata.normalize("NFC", value)
-    if isinstance(value, dict):
-        return {_nfc(k): _nfc(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nfc(v) for v in value]
-    return value
 
 
 # --- inputs -----------------------------------------------------------------------------------------------

@@ -297,16 +297,9 @@ def check_di_proof(state: _State) -> Check:
                 else None) not in SUPPORTED_DI:
             state.warnings.append(f"{label} is not a supported proof type and was ignored")
             continue
-        try:
-            key = state.resolver.resolve(proof.get("verificationMethod"))
-            if not isinstance(key.public_key, Ed25519PublicKey):
-                raise proofs.ProofError(f"{key.id} is not an Ed25519 key")
-            proofs.verify_proof(doc, proof, key.public_key, state.loader)
-        except (KeyResolutionError, proofs.ProofError) as exc:
-            failures.append(f"{label}: {exc}")
-            continue
-        except Exception as exc:
-            failures.append(f"{label}: {type(exc).__name__}: {_short(exc)}")
+        key, failure = _verify_one_proof(state, doc, proof, label)
+        if key is None:
+            failures.append(failure)
             continue
         state.verified_keys.append(key)
         verified.append(f"{label} verified with {key.id}")
@@ -317,6 +310,20 @@ def check_di_proof(state: _State) -> Check:
         return Check("proof", False, "; ".join(failures))
     state.warnings.extend(f"{f} (another proof verified)" for f in failures)
     return Check("proof", True, "; ".join(verified))
+
+
+def _verify_one_proof(state: _State, doc: dict, proof: Any, label: str) -> tuple[ResolvedKey | None, str]:
+    """Resolve one Data Integrity proof's key and check the proof: (key, "") or (None, why not)."""
+    try:
+        key = state.resolver.resolve(proof.get("verificationMethod") if isinstance(proof, dict) else None)
+        if not isinstance(key.public_key, Ed25519PublicKey):
+            raise proofs.ProofError(f"{key.id} is not an Ed25519 key")
+        proofs.verify_proof(doc, proof, key.public_key, state.loader)
+    except (KeyResolutionError, proofs.ProofError) as exc:
+        return None, f"{label}: {exc}"
+    except Exception as exc:  # a surprise in one proof fails that proof, not the whole check
+        return None, f"{label}: {type(exc).__name__}: {_short(exc)}"
+    return key, ""
 
 
 def check_jwt_proof(state: _State) -> Check:
@@ -614,16 +621,9 @@ def _verify_status_list(state: _State, list_doc: Any) -> None:
     failures = []
     for index, proof in enumerate(found[:MAX_PROOFS], start=1):
         label = _proof_label(index, proof)
-        try:
-            key = state.resolver.resolve(proof.get("verificationMethod") if isinstance(proof, dict) else None)
-            if not isinstance(key.public_key, Ed25519PublicKey):
-                raise proofs.ProofError(f"{key.id} is not an Ed25519 key")
-            proofs.verify_proof(list_doc, proof, key.public_key, state.loader)
-        except (KeyResolutionError, proofs.ProofError) as exc:
-            failures.append(f"{label}: {exc}")
-            continue
-        except Exception as exc:
-            failures.append(f"{label}: {type(exc).__name__}: {_short(exc)}")
+        key, failure = _verify_one_proof(state, list_doc, proof, label)
+        if key is None:
+            failures.append(failure)
             continue
         if key.controller == list_issuer or _signed_the_credential(state, key.public_key):
             break
