@@ -11,15 +11,15 @@ engine and the report. The full evaluation (with verification) is printed beside
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from timing import median_ms  # noqa: E402
 
 from issuer import awards, create_app  # noqa: E402
 from issuer.db import get_session  # noqa: E402
@@ -45,16 +45,6 @@ class ReplayVerifier:
 
 
 EMAIL = "bench-learner@example.com"
-
-
-def median_ms(fn, rounds: int) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 from issuer import proofs, status  # noqa: E402
 
@@ -29,17 +27,6 @@ ISSUER = "did:web:badges.example.edu"
 METHOD = f"{ISSUER}#key-1"
 LIST_URL = "https://badges.example.edu/status/1"
 GOAL_MS = 50.0
-
-
-def median_ms(fn: Callable[[], object], rounds: int) -> float:
-    """Median wall time of ``fn`` after one warm-up call (which fills the JSON-LD context caches)."""
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import unicodedata
 from xml.sax.saxutils import escape
 
 from cachetools import LRUCache
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, request
 from PIL import Image, ImageDraw
 
 from .. import baking, images
@@ -30,6 +30,7 @@ from ..catalogue import Localised, Microcredential, Theme, validate_catalogue
 from ..db import get_session
 from ..images import SIZE
 from ..models import Achievement, Award, Credential
+from .public import credential_row
 
 bp = Blueprint("downloads", __name__)
 
@@ -37,14 +38,6 @@ _CACHE: LRUCache[tuple[str, str, str, str], bytes] = LRUCache(maxsize=256)
 _LOCK = threading.Lock()
 
 _TYPES = {"png": "image/png", "svg": "image/svg+xml"}
-
-
-def _row(public_id: str) -> Credential | Award:
-    session = get_session()
-    row = session.get(Credential, public_id) or session.get(Award, public_id)
-    if row is None:
-        abort(404, description=f"no credential with id {public_id}")
-    return row
 
 
 def _stored_image(row: Credential | Award, kind: str) -> bytes | str | None:
@@ -143,7 +136,7 @@ def _plain_png(row: Award) -> bytes:
 
 
 def _download(public_id: str, kind: str) -> Response:
-    row = _row(public_id)
+    row = credential_row(public_id)
     body = baked(row, kind)
     response = Response(body, mimetype=_TYPES[kind])
     response.headers["Content-Disposition"] = f'attachment; filename="badge-{row.id}.{kind}"'

@@ -33,7 +33,7 @@ def _negotiate() -> str:
     return best
 
 
-def _credential(public_id: str) -> Credential | Award:
+def credential_row(public_id: str) -> Credential | Award:
     """A badge or a stacked award: both are credentials served from the same URL space."""
     session = get_session()
     row = session.get(Credential, public_id) or session.get(Award, public_id)
@@ -55,7 +55,7 @@ def index():
 
 @bp.get("/credentials/<public_id>")
 def credential(public_id: str):
-    row = _credential(public_id)
+    row = credential_row(public_id)
     kind = _negotiate()
     if kind != "text/html":
         return _stored(row, kind)
@@ -194,12 +194,12 @@ def credential_page(row: Credential | Award) -> dict:
 
 @bp.get("/credentials/<public_id>.json")
 def credential_json(public_id: str):
-    return _stored(_credential(public_id), "application/vc+ld+json")
+    return _stored(credential_row(public_id), "application/vc+ld+json")
 
 
 @bp.get("/credentials/<public_id>.jwt")
 def credential_jwt(public_id: str):
-    row = _credential(public_id)
+    row = credential_row(public_id)
     if not row.jwt:
         abort(404, description="no VC-JWT: JWTs are issued only to recipients with a DID")
     return Response(row.jwt, mimetype="text/plain")
@@ -232,13 +232,13 @@ def _image(body: bytes, mimetype: str) -> Response:
 
 @bp.get("/credentials/<public_id>/qr.png")
 def credential_qr_png(public_id: str):
-    png, _ = _qr_codes(_credential(public_id))
+    png, _ = _qr_codes(credential_row(public_id))
     return _image(png, "image/png")
 
 
 @bp.get("/credentials/<public_id>/qr.svg")
 def credential_qr_svg(public_id: str):
-    _, svg = _qr_codes(_credential(public_id))
+    _, svg = _qr_codes(credential_row(public_id))
     return _image(svg.encode("utf-8"), "image/svg+xml")
 
 
