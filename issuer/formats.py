@@ -3,7 +3,8 @@
 Everything here is about refusing hostile or broken input early, with a message a learner can act on:
 empty files, non-UTF-8, duplicate JSON member names (two parsers could disagree about which one wins,
 so a signature could cover a different value than the one shown), absurd nesting, oversized uploads.
-Baked badge images (PNG, SVG) are opened here too, so everything after sees only the credential inside.
+Baked badge images (PNG, SVG) and PDF parchments (their attached credential) are opened here too, so
+everything after sees only the credential inside.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .baking import MAX_IMAGE_BYTES, PNG_SIGNATURE, Baked, BakingError, unbake_png, unbake_svg
+from .parchment import MAX_PDF_BYTES, ParchmentError, attached_credential
 
 MAX_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 64
@@ -26,6 +28,7 @@ _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 _SVG_START = re.compile(r"<svg[\s>/]", re.IGNORECASE)
+PDF_SIGNATURE = b"%PDF-"
 
 
 class FormatError(ValueError):
@@ -35,23 +38,31 @@ class FormatError(ValueError):
 @dataclass(frozen=True)
 class Submission:
     """A parsed submission: exactly one of ``credential`` (json-ld) or ``jwt`` (vc-jwt) is set;
-    ``baked`` names the image it was taken from, if any."""
+    ``baked`` names the image or PDF it was taken from, if any."""
 
     format: Literal["json-ld", "vc-jwt"]
     credential: dict | None = None
     jwt: str | None = None
-    baked: Literal["png", "svg"] | None = None
+    baked: Literal["png", "svg", "pdf"] | None = None
 
 
 def parse_submission(data: bytes | str, content_type: str | None = None,
                      filename: str | None = None) -> Submission:
-    """Detect and parse a submitted badge: a JSON credential, a compact JWS (VC-JWT), or a baked PNG or
-    SVG badge image carrying either."""
+    """Detect and parse a submitted badge: a JSON credential, a compact JWS (VC-JWT), a baked PNG or
+    SVG badge image carrying either, or a PDF parchment with either attached."""
     # surrogatepass: a str with lone surrogates then fails the UTF-8 decode below with a clear message.
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if raw.startswith(PNG_SIGNATURE):
         # Images may be larger than a credential: their own limit applies (checked by the unbaker).
         return _from_baked(_unbake(unbake_png, raw, "PNG"), "png")
+    if raw[:1024].lstrip().startswith(PDF_SIGNATURE):
+        if len(raw) > MAX_PDF_BYTES:
+            raise FormatError(f"the PDF is too large ({len(raw)} bytes; the limit is {MAX_PDF_BYTES})")
+        try:
+            text = attached_credential(raw)
+        except ParchmentError as exc:
+            raise FormatError(f"cannot read the PDF: {exc}") from None
+        return _parse_text(text.removeprefix(_BOM).strip(), "pdf")
     if len(raw) > MAX_IMAGE_BYTES:
         raise FormatError(f"submission is too large ({len(raw)} bytes; the limit is {MAX_BYTES}, "
                           f"{MAX_IMAGE_BYTES} for a baked image)")
@@ -71,7 +82,7 @@ def parse_submission(data: bytes | str, content_type: str | None = None,
     return _parse_text(text)
 
 
-def _parse_text(text: str, baked: Literal["png", "svg"] | None = None) -> Submission:
+def _parse_text(text: str, baked: Literal["png", "svg", "pdf"] | None = None) -> Submission:
     if _JWS.fullmatch(text):
         _check_jws_header(text)
         return Submission("vc-jwt", jwt=text, baked=baked)

@@ -22,22 +22,26 @@ import unicodedata
 from xml.sax.saxutils import escape
 
 from cachetools import LRUCache
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, abort, current_app, request
+from flask_babel import force_locale
+from flask_babel import lazy_gettext as _l
 from PIL import Image, ImageDraw
 
-from .. import baking, images
+from .. import baking, images, parchment
 from ..catalogue import Localised, Microcredential, Theme, validate_catalogue
+from ..credentials import read_profile
 from ..db import get_session
+from ..identity import get_context
 from ..images import SIZE
-from ..models import Achievement, Award, Credential
-from .public import credential_row
+from ..models import Achievement, Award, AwardBadge, Credential
+from .public import _award_day, _qr_codes, _stored_document, _zh_name, credential_row
 
 bp = Blueprint("downloads", __name__)
 
 _CACHE: LRUCache[tuple[str, str, str, str], bytes] = LRUCache(maxsize=256)
 _LOCK = threading.Lock()
 
-_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+_TYPES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 
 
 def _stored_image(row: Credential | Award, kind: str) -> bytes | str | None:
@@ -144,6 +148,128 @@ def _download(public_id: str, kind: str) -> Response:
     if kind == "svg":
         # Opened directly, an SVG is a document: it may draw itself and nothing else.
         response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+    response.set_etag(hashlib.sha256(body).hexdigest())
+    return response.make_conditional(request)
+
+
+# --- PDF parchments -------------------------------------------------------------------------------------
+
+# Printed in both languages on every parchment, whatever the reader's language: paper is passed around.
+PDF_LABELS = {
+    "badge": _l("Open Badge: a digital credential you can verify"),
+    "award": _l("Stacked award: a digital credential you can verify"),
+    "awarded_to": _l("Awarded to"),
+    "awarded": _l("Awarded"),
+    "valid_until": _l("Valid until"),
+    "credits": _l("Credits"),
+    "theme": _l("Theme"),
+    "qf_level": _l("QF level"),
+    "cef_code": _l("CEF course code"),
+    "code": _l("Course code"),
+    "counted": _l("Counted badges"),
+    "qr": _l("Scan to check this credential online:"),
+    "id": _l("Credential id"),
+}
+
+
+def _both(label, **values) -> str:
+    """A label in English and in Traditional Chinese, joined; once when both read the same."""
+    words = []
+    for locale in ("en", "zh_Hant"):
+        with force_locale(locale):
+            text = str(label) % values if values else str(label)
+        if text not in words:
+            words.append(text)
+    return " | ".join(words)
+
+
+def _recipient_name(row: Credential | Award) -> str | None:
+    """The name the registry recorded: the badge's own, or for an award the name on a badge it counted."""
+    if isinstance(row, Credential):
+        return row.recipient_name
+    session = get_session()
+    counted = [link.badge_id for link in session.query(AwardBadge).filter(AwardBadge.award_id == row.id)]
+    if not counted:
+        return None
+    return session.query(Credential.recipient_name).filter(
+        Credential.credential_url.in_(counted), Credential.recipient_name.isnot(None)).limit(1).scalar()
+
+
+def parchment_for(row: Credential | Award) -> parchment.Parchment:
+    """The words and pictures of a row's parchment, read from the stored, signed document."""
+    ctx = get_context()
+    document = _stored_document(row) or {}
+    subjects = document.get("credentialSubject")
+    subject = next((s for s in (subjects if isinstance(subjects, list) else [subjects])
+                    if isinstance(s, dict) and isinstance(s.get("achievement"), dict)), {})
+    achievement = subject.get("achievement", {})
+    profile = read_profile(document)
+    awarded = _award_day(document)
+    lines = []
+    if awarded:
+        lines.append(parchment.Line(_both(PDF_LABELS["awarded"]), awarded.isoformat()))
+    if document.get("validUntil"):
+        lines.append(parchment.Line(_both(PDF_LABELS["valid_until"]), str(document["validUntil"])[:10]))
+    facts = [("credits", None if profile["credits"] is None else f"{profile['credits']:g}"),
+             ("theme", profile["theme_name"] or profile["theme"]), ("qf_level", profile["qf_level"]),
+             ("cef_code", profile["cef_code"]), ("code", profile["code"])]
+    lines += [parchment.Line(_both(PDF_LABELS[key]), str(value)) for key, value in facts if value is not None]
+    is_award = isinstance(row, Award)
+    counted = [e.get("name") or e.get("id") for e in document.get("evidence") or []
+               if isinstance(e, dict) and (e.get("name") or e.get("id"))] if is_award else []
+    revoked = None
+    if row.revoked_at is not None:
+        revoked = _both(_l("Revoked on %(date)s"), date=row.revoked_at.strftime("%Y-%m-%d"))
+    qr_png, _ = _qr_codes(row)
+    badge_png = _stored_image(row, "png")
+    name = achievement.get("name") if isinstance(achievement.get("name"), str) else row.id
+    issuer = document.get("issuer")
+    verify_url = f"{ctx.base_url}/verify"
+    return parchment.Parchment(
+        heading=_both(PDF_LABELS["award" if is_award else "badge"]),
+        name_en=name, name_zh=_zh_name(achievement),
+        issuer_name=(issuer.get("name") if isinstance(issuer, dict) else None) or ctx.profile["name"],
+        awarded_to_label=_both(PDF_LABELS["awarded_to"]), recipient_name=_recipient_name(row),
+        lines=lines, counted_label=_both(PDF_LABELS["counted"]), counted=[str(c) for c in counted],
+        qr_png=qr_png, qr_caption=_both(PDF_LABELS["qr"]), page_url=row.credential_url,
+        id_label=_both(PDF_LABELS["id"]), credential_id=str(document.get("id") or row.credential_url),
+        verify_note=_both(_l("The signed credential is attached to this PDF as credential.json: upload the PDF "
+                             "at %(url)s to check it."), url=verify_url),
+        credential_json=row.document, credential_jwt=row.jwt,
+        badge_png=badge_png if isinstance(badge_png, bytes) else _draw(row, "png"),
+        revoked_notice=revoked, title=name)
+
+
+def pdf(row: Credential | Award) -> bytes:
+    """The parchment PDF, made once per stored document and revocation state, then served from the cache."""
+    revoked = row.revoked_at.isoformat() if row.revoked_at else ""
+    key = ("pdf", row.id, hashlib.sha256(row.document.encode("utf-8")).hexdigest(), revoked)
+    with _LOCK:
+        cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    page = parchment_for(row)
+    try:
+        body = parchment.render(page, parchment.font_dir(current_app.config.get("ISSUER_FONT_DIR")))
+    except parchment.ParchmentError as exc:
+        current_app.logger.error("cannot make the parchment of %s: %s", row.id, exc)
+        abort(503, description=f"PDF parchments are unavailable on this server: {exc}")
+    if page.missing:
+        current_app.logger.warning("parchment %s: the font has no glyph for %s", row.id,
+                                   " ".join(f"U+{ord(ch):04X}" for ch in sorted(page.missing)))
+    with _LOCK:
+        _CACHE[key] = body
+    return body
+
+
+@bp.get("/credentials/<public_id>.pdf")
+def parchment_pdf(public_id: str) -> Response:
+    """The printable parchment, bilingual, with the signed credential attached as credential.json."""
+    row = credential_row(public_id)
+    body = pdf(row)
+    response = Response(body, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'attachment; filename="{row.id}.pdf"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
     response.set_etag(hashlib.sha256(body).hexdigest())
     return response.make_conditional(request)
 
