@@ -18,11 +18,16 @@ tests/interop/node_modules/.package-lock.json: tests/interop/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then npm ci --silent --no-audit --no-fund --prefix tests/interop; \
 	 else echo "npm not found: the JavaScript interop tests will be skipped"; fi
 
-serve: $(VENV)/.installed
+# The Traditional Chinese font the PDF parchments embed (scripts/fetch_fonts.py says where it comes from).
+fonts/NotoSansTC-Regular.ttf: scripts/fetch_fonts.py | $(VENV)/.installed
+	$(BIN)/python scripts/fetch_fonts.py
+
+serve: $(VENV)/.installed fonts/NotoSansTC-Regular.ttf
 	$(BIN)/issuer init
 	$(BIN)/issuer serve
 
-test: $(VENV)/.installed tests/interop/node_modules/.package-lock.json
+test: $(VENV)/.installed fonts/NotoSansTC-Regular.ttf tests/interop/node_modules/.package-lock.json
+	@sh scripts/install_browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
@@ -32,4 +37,4 @@ contexts: $(VENV)/.installed
 	$(BIN)/python scripts/fetch_contexts.py
 
 clean:
-	rm -rf $(VENV) tests/interop/node_modules
+	rm -rf $(VENV) tests/interop/node_modules fonts/*.ttf

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import credentials as docs
-from . import qr, revocation, stacking, vcjwt
+from . import mail, qr, revocation, stacking, vcjwt
 from .issuing import IssuerContext, serialise, sign
 from .models import Achievement, AuditEntry, Award, AwardBadge, Credential, utcnow
 from .verify import Verifier
@@ -404,6 +404,7 @@ def claim(session: Session, ctx: IssuerContext, rules: stacking.RuleSet, verifie
                                credits=by_id[badge_id]["credits"], sha256=evaluated.submitted[badge_id].sha256))
     session.add(AuditEntry(actor=actor, action="award.issue", subject=row.credential_url,
                            detail={"title": row.title_en, "credits": row.credits, "counted": award["counted"]}))
+    mail.enqueue_issued(session, row, ctx)  # the learner's email: stored with the award, sent after the commit
     try:
         session.commit()
     except IntegrityError:

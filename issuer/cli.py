@@ -17,7 +17,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import inspect, select, text
 
-from . import issuing, revocation
+from . import issuing, mail, revocation
 from .catalogue import DEMO_CATALOGUE, CatalogueError, load_catalogue
 from .credentials import normalise_email
 from .db import get_session, migrate
@@ -426,6 +426,40 @@ def award_check(email) -> None:
     sys.exit(0 if report["eligible"] else 1)
 
 
+mail_group = click.Group("mail", help="Emails to learners about their badges and awards.")
+
+
+@mail_group.command("send")
+@with_appcontext
+def mail_send() -> None:
+    """Deliver every message that is due now (by SMTP, or to the outbox folder without ISSUER_SMTP_URL)."""
+    report = mail.deliver_pending(current_app._get_current_object(), limit=None)
+    click.echo(f"{report.sent} sent, {report.retrying} to retry later, {report.failed} failed")
+
+
+@mail_group.command("list")
+@click.option("--status", type=click.Choice(mail.STATUSES), default=None, help="Only messages in this state.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@with_appcontext
+def mail_list(status: str | None, limit: int) -> None:
+    """List messages, newest first: id, kind, credential id, status, attempts, last error (no addresses)."""
+    for row in mail.list_notifications(get_session(), status=status, limit=limit):
+        click.echo(f"{row.id}  {row.kind:12} {row.credential_id:24} {row.status:7} {row.attempts:>2}  "
+                   f"{row.last_error or ''}".rstrip())
+
+
+@mail_group.command("retry")
+@click.argument("notification_id")
+@with_appcontext
+def mail_retry(notification_id: str) -> None:
+    """Put a failed (or waiting) message back in the queue, due now; `issuer mail send` or the server sends it."""
+    try:
+        row = mail.retry(get_session(), notification_id, actor=actor())
+    except mail.MailError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{row.id}: pending, due now")
+
+
 def _jsonable(value):
     if isinstance(value, bytes):
         import base64
@@ -438,7 +472,8 @@ def _jsonable(value):
 
 def register_commands(app: Flask) -> None:
     for command in (init_command, serve_command, catalogue_group, issue_command, issue_batch_command,
-                    verify_command, keys_group, token_group, backup_command, award_group, revoke_command):
+                    verify_command, keys_group, token_group, backup_command, award_group, revoke_command,
+                    mail_group):
         app.cli.add_command(command)
 
 

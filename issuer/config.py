@@ -28,6 +28,14 @@ _SETTINGS: dict[str, tuple[object, type]] = {
     # badges count, as a comma-separated list of DIDs.
     "RULES_FILE": (None, str),
     "TRUSTED_ISSUERS": ("", str),
+    # Email to learners (mail.py): smtp://user:pass@host:port, smtps://… (TLS) or smtp+starttls://…; none
+    # means a development instance writing each message to OUTBOX_DIR (default <instance>/outbox).
+    "SMTP_URL": (None, str),
+    "SMTP_TIMEOUT": (10.0, float),  # seconds, for connecting and for every reply
+    "MAIL_FROM": (None, str),  # default: ISSUER_NAME <no-reply@localhost>
+    "OUTBOX_DIR": (None, str),
+    "MAIL_MAX_ATTEMPTS": (8, int),
+    "MAIL_THREAD": (None, bool),  # default: on, except under TESTING
 }
 
 

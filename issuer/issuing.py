@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import credentials as docs
-from . import proofs, qr, revocation, vcjwt
+from . import mail, proofs, qr, revocation, vcjwt
 from .catalogue import CatalogueError, Microcredential, validate_catalogue
 from .images import badge_png, badge_svg
 from .keys import KeyRing
@@ -283,6 +283,7 @@ def issue(session: Session, ctx: IssuerContext, req: IssueRequest, *, actor: str
     session.add(AuditEntry(actor=actor, action="credential.issue", subject=row.credential_url,
                            detail={"achievement": req.achievement, "awarded_on": row.awarded_on.isoformat(),
                                    "sha256": row.document_sha256, "jwt": token is not None}))
+    mail.enqueue_issued(session, row, ctx)  # the learner's email: stored with the badge, sent after the commit
     try:
         session.commit()
     except IntegrityError:

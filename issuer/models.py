@@ -10,6 +10,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -211,3 +212,77 @@ class StatusEntry(Base):
     credential_kind: Mapped[str] = mapped_column(String(10))  # "badge" or "award"
     credential_id: Mapped[str] = mapped_column(String(64), unique=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Notification(Base):
+    """An email to a learner about a badge or award issued: the transactional outbox. The row is added in
+    the issuing transaction, so a stored credential always has its message and a failed issuance none;
+    delivery (`mail.py`) happens later, outside that transaction. ``next_attempt_at`` is when a pending
+    message is due, or, while one is ``sending``, when its claim lapses and another worker may take it."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a uuid4
+    kind: Mapped[str] = mapped_column(String(20))  # "badge_issued" or "award_issued"
+    credential_id: Mapped[str] = mapped_column(String(64), index=True)  # public id of the badge or award
+    to_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- wallets (issue #6): holder-bound copies, offers and exchanges --------------------------------------
+
+
+class WalletCopy(Base):
+    """A badge or award re-signed for a wallet, bound to the holder's DID (`credentialSubject.id`). It keeps
+    the original's `credentialStatus`, so revoking either revokes both; its own `id` is a urn:uuid."""
+
+    __tablename__ = "wallet_copies"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # unguessable public id
+    credential_id: Mapped[str] = mapped_column(String(100), unique=True)  # the copy's `id`: urn:uuid:...
+    original_id: Mapped[str] = mapped_column(String(64), index=True)  # public id of the Credential or Award
+    original_kind: Mapped[str] = mapped_column(String(10))  # "badge" or "award"
+    holder_did: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(20))  # "ldp_vc" or "jwt_vc_json"
+    document: Mapped[str] = mapped_column(Text)  # the signed JSON text, or the compact JWT
+    channel: Mapped[str] = mapped_column(String(20))  # "oid4vci" or "vcapi"
+    offer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WalletOffer(Base):
+    """One offer of one badge or award to a wallet: an OID4VCI pre-authorized code (stored hashed, with its
+    optional PIN and the access token it was exchanged for) or a VC API exchange (its challenge). Single
+    use: every step moves `state` forward with a conditional update, so two requests cannot both win."""
+
+    __tablename__ = "wallet_offers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # random; in the offer URI or exchange URL
+    kind: Mapped[str] = mapped_column(String(10))  # "oid4vci" or "vcapi"
+    original_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(20), default="offered")  # offered | token_issued | delivered | expired
+    code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the pre-authorized code
+    tx_code_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the PIN, when one was asked
+    tx_code_failures: Mapped[int] = mapped_column(Integer, default=0)
+    access_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    challenge: Mapped[str | None] = mapped_column(String(200))  # VC API exchanges: the DIDAuthentication challenge
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WalletNonce(Base):
+    """An OID4VCI `c_nonce`: stored hashed, good once, until it expires."""
+
+    __tablename__ = "wallet_nonces"
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

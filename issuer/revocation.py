@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from . import credentials as docs
 from . import stacking, status
-from .models import Achievement, AuditEntry, Award, AwardBadge, Credential, StatusEntry, StatusList, utcnow
+from .models import Achievement, AuditEntry, Award, AwardBadge, Credential, StatusEntry, StatusList, WalletCopy, utcnow
 
 PURPOSE = "revocation"
 LIST_SIZE = status.MIN_ENTRIES
@@ -181,7 +181,15 @@ class RevokeOutcome:
 
 
 def _find(session: Session, credential_id: str) -> Credential | Award | None:
-    return session.get(Credential, credential_id) or session.get(Award, credential_id)
+    """The badge or award by public id; a wallet copy's public id or urn:uuid names its original (they
+    share one status entry, so revoking the copy is revoking the original)."""
+    found = session.get(Credential, credential_id) or session.get(Award, credential_id)
+    if found is None:
+        copy = session.get(WalletCopy, credential_id) or session.scalars(
+            select(WalletCopy).where(WalletCopy.credential_id == credential_id)).first()
+        if copy is not None:
+            found = session.get(Credential, copy.original_id) or session.get(Award, copy.original_id)
+    return found
 
 
 def revocation_of(row: Credential | Award) -> dict:

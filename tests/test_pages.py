@@ -255,10 +255,9 @@ def test_the_page_links_every_download_and_the_qr_with_its_url_as_text(client, i
     badge = issue_one(client, issue_token)
     text, page = page_of(client, badge["id"])
     base = f"/credentials/{badge['id']}"
-    for href in (f"{base}.json", f"{base}.png", f"{base}.svg", f"{base}/qr.png", f"{base}/qr.svg"):
+    for href in (f"{base}.json", f"{base}.png", f"{base}.svg", f"{base}.pdf", f"{base}/qr.png", f"{base}/qr.svg"):
         assert href in page.links
     assert f"{base}.jwt" not in page.links  # no DID, so no VC-JWT was issued
-    assert not any(link.endswith(".pdf") for link in page.links)
     qr_image = next(i for i in page.images if i["src"] == f"{base}/qr.svg")
     assert badge["url"] in qr_image["alt"]
     assert f"<code>{badge['url']}</code>" in text
@@ -292,3 +291,17 @@ def test_an_award_page_lists_its_counted_badges_as_links_and_verifies(client, aw
     assert page.meta["og:url"] == award["credential"]["id"]
     assert page.meta["og:image"].endswith("/issuer/image.png")  # award achievements carry no image
     assert decode_qr(client.get(f"/credentials/{award['id']}/qr.png").data) == [award["credential"]["id"]]
+
+
+def test_the_issuer_profile_is_a_page_for_people_and_json_ld_for_machines(client):
+    page = client.get("/issuer", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    text = page.get_data(as_text=True)
+    assert "did:web:127.0.0.1%3A5000" in text and "/.well-known/did.json" in text and "/catalogue" in text
+    assert "Accept" in page.headers["Vary"].split(", ")
+    for accept in ("application/ld+json", "application/json", "*/*"):
+        document = client.get("/issuer", headers={"Accept": accept})
+        assert document.mimetype == "application/ld+json", accept
+        assert document.get_json()["type"] == ["Profile"]
+    chinese = client.get("/issuer?lang=zh-Hant", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert 'lang="zh-Hant"' in chinese

@@ -416,12 +416,11 @@ def test_badges_signed_by_two_processes_at_once_carry_distinct_entries(app):
     _assert_one_distinct_entry_per_badge(app, entries, 200)
 
 
-# Issue #5 asks for at least 10,000 badges. A badge costs about 20 ms of CPU to issue (QR code ~45 %,
-# RDFC signing ~30 %): on a 2-core machine 4 processes issue 100-120 a second (5,000 took 42 s, 6,000 61 s),
-# and 10,000 took 87 s; 5,000 is what fits the time budget. ISSUER_TEST_CONCURRENT_BADGES=10000
-# runs the full number where there are cores enough.
+# Issue #5 asks for at least 10,000 badges, and that is the default. A badge costs about 20 ms of CPU to
+# issue (QR code ~45 %, RDFC signing ~30 %): on a 2-core machine 4 processes issue 100-120 a second, so the
+# 10,000 take about 90 s of the PostgreSQL run. ISSUER_TEST_CONCURRENT_BADGES sets another number.
 CONCURRENT_PROCESSES = 4
-CONCURRENT_PER_PROCESS = int(os.environ.get("ISSUER_TEST_CONCURRENT_BADGES", "5000")) // CONCURRENT_PROCESSES
+CONCURRENT_PER_PROCESS = int(os.environ.get("ISSUER_TEST_CONCURRENT_BADGES", "10000")) // CONCURRENT_PROCESSES
 
 
 @pytest.mark.skipif(not os.environ.get("ISSUER_TEST_DATABASE_URL"), reason="needs PostgreSQL "
@@ -433,7 +432,7 @@ def test_thousands_of_badges_issued_by_four_processes_at_once_on_postgresql_neve
     total = CONCURRENT_PROCESSES * CONCURRENT_PER_PROCESS
     started = time.monotonic()
     entries = _issue_concurrently(app, CONCURRENT_PROCESSES, CONCURRENT_PER_PROCESS,
-                                  timeout=max(85, total / 60))
+                                  timeout=max(85, total / 30))
     elapsed = time.monotonic() - started
     print(f"{total} badges from {CONCURRENT_PROCESSES} processes in {elapsed:.1f} s")
     _assert_one_distinct_entry_per_badge(app, entries, total)

@@ -1,4 +1,4 @@
-"""The JSON API under /api/v1: achievements, issuing, verifying."""
+"""The JSON API under /api/v1: achievements, issuing, emails to learners, verifying."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from functools import wraps
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 
-from .. import issuing, revocation
+from .. import issuing, mail, revocation
 from ..catalogue import CatalogueError, validate_catalogue
 from ..db import get_session
 from ..formats import FormatError, parse_submission
@@ -161,6 +161,48 @@ def revoke_credential(credential_id: str):
         session.rollback()
         raise ApiError(exc.status, str(exc), field=exc.field) from None
     return jsonify(outcome.to_json())
+
+
+# --- emails to learners ----------------------------------------------------------------------------
+
+@bp.before_app_request
+def _start_mail_worker():
+    """The process's mail delivery thread starts with its first request (never under TESTING unless
+    ISSUER_MAIL_THREAD is set), so messages queued by the command line or before a restart go out too."""
+    mail.ensure_worker(current_app._get_current_object())
+
+
+@bp.get("/notifications")
+@require_scope("issue")
+def list_notifications():
+    """The emails to learners, newest first: `?status=pending|sending|sent|failed`, `?credential_id=`,
+    `?limit=` (1 to 1,000, default 100). Addresses are masked."""
+    try:
+        limit = int(request.args.get("limit", 100))
+    except ValueError:
+        raise ApiError(400, "limit must be a whole number from 1 to 1000", field="limit") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "limit must be a whole number from 1 to 1000", field="limit")
+    try:
+        rows = mail.list_notifications(get_session(), status=request.args.get("status"),
+                                       credential_id=request.args.get("credential_id"), limit=limit)
+    except mail.MailError as exc:
+        raise ApiError(exc.status, str(exc), field="status") from None
+    base = get_context().base_url
+    return jsonify({"notifications": [mail.public_view(row, base) for row in rows]})
+
+
+@bp.post("/notifications/<notification_id>/retry")
+@require_scope("issue")
+def retry_notification(notification_id: str):
+    """Put a failed (or waiting) email back in the queue, due now with a fresh count of attempts."""
+    session = get_session()
+    try:
+        row = mail.retry(session, notification_id, actor=g.caller.actor)
+    except mail.MailError as exc:
+        session.rollback()
+        raise ApiError(exc.status, str(exc)) from None
+    return jsonify(mail.public_view(row, get_context().base_url))
 
 
 # --- verifying ---------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ bp = Blueprint("public", __name__)
 JSON_TYPES = ["application/vc+ld+json", "application/ld+json", "application/json", "application/vc"]
 
 
-def _negotiate() -> str:
+def negotiate() -> str:
     """The JSON type the client asked for, or text/html for a browser (which ranks text/html highest)."""
     best = request.accept_mimetypes.best_match([*JSON_TYPES, "text/html"], default="text/html")
     if request.accept_mimetypes[best] < request.accept_mimetypes["text/html"]:
@@ -56,7 +56,7 @@ def index():
 @bp.get("/credentials/<public_id>")
 def credential(public_id: str):
     row = credential_row(public_id)
-    kind = _negotiate()
+    kind = negotiate()
     if kind != "text/html":
         return _stored(row, kind)
     page = credential_page(row)
@@ -261,7 +261,7 @@ def _language() -> str:
 def achievement(code: str):
     row = _achievement(code)
     document = issuing.achievement_document(get_context(), row, _language())
-    kind = _negotiate()
+    kind = negotiate()
     if kind != "text/html":
         response = jsonify(document)
         response.mimetype = "application/ld+json" if kind == "application/vc+ld+json" else kind

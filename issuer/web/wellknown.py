@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 from functools import lru_cache
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, render_template
 
+from ..db import get_session
 from ..identity import get_context
 from ..keys import did_document, jwks
+from ..models import Achievement
+from .public import negotiate
 
 bp = Blueprint("wellknown", __name__)
 
@@ -31,9 +34,19 @@ def jwks_json():
 
 @bp.get("/issuer")
 def profile():
-    return jsonify({"@context": ["https://www.w3.org/ns/credentials/v2",
-                                 "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"],
-                    **get_context().profile})
+    """The issuer's OB Profile: JSON-LD for machines, a page for people (same URL, by Accept)."""
+    ctx = get_context()
+    if negotiate() == "text/html":
+        courses = get_session().query(Achievement).filter(Achievement.retired.is_(False)).count()
+        response = Response(render_template("issuer.html", ctx=ctx, profile=ctx.profile, keys=ctx.keyring.all(),
+                                             courses=courses), mimetype="text/html")
+    else:
+        response = jsonify({"@context": ["https://www.w3.org/ns/credentials/v2",
+                                         "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"],
+                            **ctx.profile})
+        response.mimetype = "application/ld+json"
+    response.headers["Vary"] = "Accept"
+    return response
 
 
 @lru_cache(maxsize=1)
