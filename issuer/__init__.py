@@ -9,7 +9,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from . import config, db, i18n
     from .cli import register_commands
     from .stacking import DEFAULT_RULES_PATH, load_rules
-    from .web import api, awards, downloads, errors, pages, public, status, wellknown
+    from .web import api, awards, downloads, errors, oid4vci, pages, public, status, vcapi, wellknown
 
     app = Flask(__name__, instance_relative_config=True, template_folder=str(config.PROJECT_ROOT / "templates"))
     app.json.ensure_ascii = False
@@ -28,5 +28,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(status.bp)
+    app.register_blueprint(vcapi.bp)
+    app.register_blueprint(oid4vci.bp)
     register_commands(app)
     return app

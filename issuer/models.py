@@ -272,6 +272,7 @@ class WalletOffer(Base):
     tx_code_failures: Mapped[int] = mapped_column(Integer, default=0)
     access_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    format: Mapped[str | None] = mapped_column(String(20))  # OID4VCI: the one format offered, or None for both
     challenge: Mapped[str | None] = mapped_column(String(200))  # VC API exchanges: the DIDAuthentication challenge
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

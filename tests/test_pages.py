@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
@@ -305,3 +306,34 @@ def test_the_issuer_profile_is_a_page_for_people_and_json_ld_for_machines(client
         assert document.get_json()["type"] == ["Profile"]
     chinese = client.get("/issuer?lang=zh-Hant", headers={"Accept": "text/html"}).get_data(as_text=True)
     assert 'lang="zh-Hant"' in chinese
+
+
+def test_the_page_offers_both_wallets_and_a_learner_gets_a_qr_code_and_pin(client, issue_token):
+    badge = issue_one(client, issue_token)
+    text, page = page_of(client, badge["id"])
+    assert f'formaction="/credentials/{badge["id"]}/wallet-offer"' in text
+    assert f'formaction="/credentials/{badge["id"]}/wallet-exchange"' in text
+    assert '<label for="wallet-email">' in text
+    wrong = client.post(f"/credentials/{badge['id']}/wallet-offer", data={"email": "someone@example.com"},
+                        headers={"Accept": "text/html"})
+    assert wrong.status_code == 403
+    offered = client.post(f"/credentials/{badge['id']}/wallet-offer", data={"email": "learner@example.com"},
+                          headers={"Accept": "text/html"})
+    assert offered.status_code == 201 and offered.mimetype == "text/html"
+    assert offered.headers["Cache-Control"] == "no-store"
+    html = offered.get_data(as_text=True)
+    pin = re.search(r'id="pin">(\d{6})<', html)
+    assert pin, html
+    assert "openid-credential-offer://?credential_offer_uri=" in html
+    qr_url = re.search(r'<img src="([^"]+/qr\.svg)"', html).group(1)
+    assert client.get(qr_url.replace("http://127.0.0.1:5000", "")).mimetype == "image/svg+xml"
+    exchange = client.post(f"/credentials/{badge['id']}/wallet-exchange", data={"email": "learner@example.com"})
+    assert exchange.status_code == 303 and "/exchanges/" in exchange.headers["Location"]
+
+
+def test_a_revoked_badge_offers_no_wallet(client, issue_token, make_token):
+    badge = issue_one(client, issue_token)
+    client.post(f"/api/v1/credentials/{badge['id']}/revoke", headers=auth(make_token("revoke")),
+                json={"reason": "issued in error", "category": "issued in error"})
+    text, _ = page_of(client, badge["id"])
+    assert "wallet-offer" not in text and "wallet-exchange" not in text

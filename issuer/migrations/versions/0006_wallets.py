@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("tx_code_failures", sa.Integer(), nullable=False),
         sa.Column("access_token_hash", sa.String(length=64), nullable=True, unique=True),
         sa.Column("token_expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("format", sa.String(length=20), nullable=True),
         sa.Column("challenge", sa.String(length=200), nullable=True),
         sa.Column("created_by", sa.String(length=200), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
