@@ -1,7 +1,8 @@
-"""Benchmarks for issue #2, in one run: sign and verify one badge in each proof format, and issuance
-throughput through HTTP with gunicorn on 127.0.0.1. Prints a Markdown table for bench/RESULTS.md.
+"""Benchmarks for issues #2 and #7, in one run: sign and verify one badge in each proof format (for Data
+Integrity also the fast JSON-LD path against both pyld paths, bench/fastld.py), and issuance throughput
+through HTTP with gunicorn on 127.0.0.1. Prints a Markdown table for bench/RESULTS.md.
 
-    .venv/bin/python bench/run.py [--rounds 300] [--http-requests 400]
+    .venv/bin/python bench/run.py [--rounds 300] [--http-requests 400] [--no-http]
 
 Traffic goes to loopback only; every loop is bounded in count and time.
 """
@@ -29,6 +30,7 @@ from pyld import jsonld as pyld
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import fastld as fastld_bench  # bench/fastld.py
 from timing import median_ms as _median_ms
 
 from issuer import credentials as docs
@@ -73,7 +75,8 @@ def proof_figures(rounds: int) -> list[tuple[str, float, str]]:
                             for d in (config, unsigned))
             return ed.private_key.sign(data)
 
-        rows = [
+        rows = fastld_bench.figures(unsigned, ed.private_key, method, rounds)
+        rows += [
             ("Data Integrity sign, plain pyld path (reference)", median_ms(plain_pyld_sign, rounds), ""),
             ("Data Integrity eddsa-rdfc-2022: sign", median_ms(
                 lambda: proofs.create_eddsa_rdfc_2022(unsigned, ed.private_key, method), rounds), "≤ 3 ms"),
@@ -158,15 +161,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--http-requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--no-http", action="store_true", help="only the proof figures")
     args = parser.parse_args()
-    rows = proof_figures(args.rounds) + http_figures(args.http_requests, args.concurrency)
+    rows = proof_figures(args.rounds)
+    if not args.no_http:
+        rows += http_figures(args.http_requests, args.concurrency)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"{args.rounds} rounds per proof figure (medians), {args.http_requests} HTTP requests")
+          f"{args.rounds} rounds per proof figure (medians), {0 if args.no_http else args.http_requests} HTTP requests")
     print()
     print("| measure | median | goal |")
     print("|---|---|---|")
     for name, value, goal in rows:
-        unit = "" if "badges/s" in name or "(ms)" in name else " ms"
+        unit = "×" if "÷" in name else "" if "badges/s" in name or "(ms)" in name else " ms"
         print(f"| {name} | {value:.3f}{unit} | {goal} |")
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)

@@ -7,7 +7,8 @@ caller resolves the verification method to a public key (see `resolve.py` / `ver
 
 Both documents are put through the JSON-LD safety check before hashing: a term the contexts do not
 define is dropped by canonicalisation, so it would be displayed but not signed. We refuse to sign such a
-document and refuse to accept a signature over one.
+document and refuse to accept a signature over one. For `eddsa-rdfc-2022`, `fastld` computes the same
+hash without pyld's expansion for the documents it can show pass that check (issue #7).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pyld.jsonld import JsonLdError
 
-from issuer import jsonld
+from issuer import fastld, jsonld
 from issuer.jsonld import CanonicalizationError, JsonLdSafetyError, Loader
 from issuer.multikey import MultikeyError, b58btc_decode, b58btc_encode
 
@@ -58,8 +59,16 @@ def _context_list(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _canonical_hash(doc: dict, what: str, loader: Loader | None) -> bytes:
-    """SHA-256 of the RDFC-1.0 form of `doc`, after the safety check (one expansion serves both)."""
+def _canonical_hash(doc: dict, what: str, loader: Loader | None, fast: bool = False) -> bytes:
+    """SHA-256 of the RDFC-1.0 form of `doc`, after the safety check (one expansion serves both).
+
+    With `fast`, fastld answers when it accepts the document: it declines whatever it cannot show
+    the general path below would accept and canonicalise the same way (tests/test_fastld.py).
+    """
+    if fast:
+        digest = fastld.canonical_hash(doc, loader)
+        if digest is not None:
+            return digest
     try:
         expanded = jsonld.safe_expand(doc, loader)
         canonical = jsonld.canonize_dataset(jsonld.dataset_from_expanded(expanded))
@@ -73,10 +82,10 @@ def _canonical_hash(doc: dict, what: str, loader: Loader | None) -> bytes:
         raise ProofError(f"{what}: {detail}") from exc
 
 
-def _hash_data(unsecured: dict, proof_config: dict, loader: Loader | None) -> bytes:
+def _hash_data(unsecured: dict, proof_config: dict, loader: Loader | None, *, fast: bool = False) -> bytes:
     # The proof configuration's hash comes first (vc-di-eddsa "Hashing").
-    return _canonical_hash(proof_config, "proof configuration", loader) + _canonical_hash(
-        unsecured, "document", loader
+    return _canonical_hash(proof_config, "proof configuration", loader, fast) + _canonical_hash(
+        unsecured, "document", loader, fast
     )
 
 
@@ -122,7 +131,7 @@ def create_eddsa_rdfc_2022(
             raise ProofError(f"extra proof options may not set {', '.join(clash)}")
         proof.update(extra)
     config = {"@context": document["@context"], **proof}
-    signature = private_key.sign(_hash_data(unsecured, config, loader))
+    signature = private_key.sign(_hash_data(unsecured, config, loader, fast=True))
     proof["proofValue"] = b58btc_encode(signature)
 
     existing = proofs_of(document)
@@ -196,6 +205,6 @@ def verify_proof(
     config["@context"] = context
 
     try:
-        public_key.verify(signature, _hash_data(unsecured, config, loader))
+        public_key.verify(signature, _hash_data(unsecured, config, loader, fast=suite == EDDSA_RDFC_2022))
     except InvalidSignature:
         raise ProofError("signature does not match the document and proof configuration") from None

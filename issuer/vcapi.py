@@ -44,6 +44,7 @@ from . import jsonld, proofs, revocation, status, vcjwt, wallets
 from .credentials import parse_datetime
 from .issuing import IssuerContext, serialise
 from .models import AuditEntry, Award, Credential, WalletOffer, utcnow
+from .multikey import did_key
 from .presentations import PresentationError, _require_authentication
 from .resolve import KeyResolutionError, KeyResolver
 from .verify import Check, Verifier, all_passed
@@ -338,9 +339,10 @@ def prepare(ctx: IssuerContext, req: IssueRequest, now: datetime, loader: Any = 
     if "issuer" not in doc:
         doc["issuer"] = ctx.did
     issuer = vcjwt.issuer_id(doc) if isinstance(doc.get("issuer"), (str, dict)) else None
-    if issuer != ctx.did:
+    if issuer not in signing_methods(ctx):
         shown = issuer if issuer is not None else json.dumps(doc.get("issuer"))[:200]
-        raise VcApiError(f"issuer {shown} is not this service's issuer {ctx.did}", field="credential.issuer")
+        raise VcApiError(f"issuer {shown} is not this service's issuer {ctx.did} (nor its did:key "
+                         f"{key_did(ctx)})", field="credential.issuer")
     if version_of(doc) == 1:
         doc.setdefault("issuanceDate", _stamp(now))
         contexts = _as_list(doc["@context"])
@@ -374,11 +376,26 @@ def prepare(ctx: IssuerContext, req: IssueRequest, now: datetime, loader: Any = 
     return doc
 
 
-def sign(ctx: IssuerContext, unsigned: dict, now: datetime, loader: Any = None) -> dict:
-    """eddsa-rdfc-2022 with the current key, as `issuing.sign`, with the VC API's context loader."""
+def key_did(ctx: IssuerContext) -> str:
+    """The current Ed25519 key as a did:key: a second name for this issuer that a verifier can resolve
+    without the network (the W3C eddsa test suite dereferences keys only through did:key or https).
+    It changes when the key is rotated; the did:web identity does not."""
+    return did_key(ctx.keyring.current("Ed25519").public_key)
+
+
+def signing_methods(ctx: IssuerContext) -> dict[str, str]:
+    """The issuer ids the VC API signs as, each with the verification method it signs with."""
     key = ctx.keyring.current("Ed25519")
-    return proofs.create_eddsa_rdfc_2022(unsigned, key.private_key, f"{ctx.did}#{key.kid}", created=_stamp(now),
-                                         loader=loader)
+    as_key = key_did(ctx)
+    return {ctx.did: f"{ctx.did}#{key.kid}", as_key: f"{as_key}#{as_key.removeprefix('did:key:')}"}
+
+
+def sign(ctx: IssuerContext, unsigned: dict, now: datetime, loader: Any = None) -> dict:
+    """eddsa-rdfc-2022 with the current key, as `issuing.sign`, with the VC API's context loader; the
+    verification method is the did:web one, or the did:key one when the credential's issuer is the did:key."""
+    key = ctx.keyring.current("Ed25519")
+    method = signing_methods(ctx).get(vcjwt.issuer_id(unsigned) or ctx.did) or f"{ctx.did}#{key.kid}"
+    return proofs.create_eddsa_rdfc_2022(unsigned, key.private_key, method, created=_stamp(now), loader=loader)
 
 
 def issue(session: Session, ctx: IssuerContext, req: IssueRequest, *, actor: str, loader: Any = None,

@@ -136,6 +136,21 @@ def test_our_issuer_as_a_string_or_an_object_is_signed(client, issue_token, issu
     assert signed["issuer"] == issuer
 
 
+def test_our_did_key_is_a_second_issuer_name_that_resolves_without_the_network(app, client, issue_token):
+    """The W3C eddsa suite dereferences keys only through did:key or https: the VC API also signs as the
+    current Ed25519 key's did:key, with that did:key's own verification method."""
+    from issuer.identity import get_context
+
+    with app.app_context():
+        as_key = vcapi.key_did(get_context())
+    assert as_key.startswith("did:key:z6Mk")
+    signed = issued(client, issue_token, alumni(issuer=as_key))
+    assert signed["proof"]["verificationMethod"] == f"{as_key}#{as_key.removeprefix('did:key:')}"
+    assert verify(client, signed).status_code == 200
+    tampered = {**signed, "credentialSubject": {**signed["credentialSubject"], "alumniOf": "Elsewhere"}}
+    assert verify(client, tampered).status_code >= 400
+
+
 @pytest.mark.parametrize("issuer", ["did:example:someone-else", {"id": "https://example.org/issuer"}, {}, 42])
 def test_an_issuer_that_is_not_ours_is_refused(client, issue_token, issuer):
     response = issue(client, issue_token, alumni(issuer=issuer))
