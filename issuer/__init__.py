@@ -30,5 +30,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(status.bp)
     app.register_blueprint(vcapi.bp)
     app.register_blueprint(oid4vci.bp)
+    from .web import console
+
+    console.init_app(app)  # the staff console under /console (issue #8)
     register_commands(app)
     return app

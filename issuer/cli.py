@@ -473,7 +473,7 @@ def _jsonable(value):
 def register_commands(app: Flask) -> None:
     for command in (init_command, serve_command, catalogue_group, issue_command, issue_batch_command,
                     verify_command, keys_group, token_group, backup_command, award_group, revoke_command,
-                    mail_group):
+                    mail_group, staff_group, console_group):
         app.cli.add_command(command)
 
 
@@ -485,3 +485,65 @@ def _create_app():
 
 main = FlaskGroup(create_app=_create_app, add_default_commands=False, add_version_option=False,
                   help="Open Badges 3.0 issuer: set up, issue, verify, manage keys and tokens.")
+
+
+# --- the staff console (issue #8) ------------------------------------------------------------------------
+
+staff_group = click.Group("staff", help="Staff accounts of the console (/console).")
+
+
+@staff_group.command("create")
+@click.option("--email", required=True)
+@click.option("--role", "roles", required=True, multiple=True,
+              help="registrar, catalogue_editor, auditor or administrator; repeat for several.")
+@click.option("--name", default=None)
+@click.option("--sso-only", is_flag=True, help="No password: the account signs in with single sign-on only.")
+@click.option("--totp", is_flag=True, help="Require a TOTP code for a non-administrator too.")
+@with_appcontext
+def staff_create(email: str, roles: tuple[str, ...], name: str | None, sso_only: bool, totp: bool) -> None:
+    """Create a staff account. The password comes from ISSUER_STAFF_PASSWORD or a prompt; an
+    administrator's TOTP provisioning URI is printed once, for the authenticator app."""
+    import os
+
+    from . import staff
+
+    password = None
+    if not sso_only:
+        password = os.environ.get("ISSUER_STAFF_PASSWORD") or click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True)
+    session = get_session()
+    try:
+        account = staff.create_account(session, email=email, roles=roles, name=name, password=password,
+                                       totp=totp, source="cli", actor=actor())
+    except staff.StaffError as exc:
+        raise click.ClickException(str(exc)) from None
+    session.commit()
+    click.echo(f"created {account.email} ({account.roles.replace(' ', ', ')})")
+    if account.totp_secret:
+        click.echo("Add this to the authenticator app (shown once):")
+        click.echo(staff.provisioning_uri(account, current_app.config["ISSUER_NAME"]))
+
+
+@staff_group.command("list")
+@with_appcontext
+def staff_list() -> None:
+    """Every staff account: email, roles, how it signs in, active or not."""
+    from .models import StaffAccount
+
+    for row in get_session().scalars(select(StaffAccount).order_by(StaffAccount.email)):
+        how = ("password+totp" if row.totp_secret else "password") if row.password_hash else "sso"
+        click.echo(f"{row.email:40} {row.roles.replace(' ', ','):32} {how:14} {'active' if row.active else 'inactive'}")
+
+
+console_group = click.Group("console", help="The staff console's background work.")
+
+
+@console_group.command("resume")
+@with_appcontext
+def console_resume() -> None:
+    """Finish every cohort left queued, or running with no live worker (after a restart), here."""
+    from . import staff
+
+    count = staff.resume_jobs(current_app._get_current_object())
+    click.echo(f"{count} cohort job(s) run to the end")
+

@@ -36,6 +36,18 @@ _SETTINGS: dict[str, tuple[object, type]] = {
     "OUTBOX_DIR": (None, str),
     "MAIL_MAX_ATTEMPTS": (8, int),
     "MAIL_THREAD": (None, bool),  # default: on, except under TESTING
+    # The staff console (issue #8): the session cookie's signing key (default: made once and kept in
+    # <instance>/secret_key), session lifetimes, and single sign-on with the school's OpenID Connect
+    # provider: users are matched by email to a staff account, or by the ROLE_CLAIM's groups through
+    # ROLE_MAP ("registrars=registrar, editors=catalogue_editor, it-admins=administrator").
+    "SECRET_KEY": (None, str),
+    "CONSOLE_IDLE_MINUTES": (30, int),
+    "CONSOLE_MAX_HOURS": (12, int),
+    "OIDC_ISSUER": (None, str),
+    "OIDC_CLIENT_ID": (None, str),
+    "OIDC_CLIENT_SECRET": (None, str),
+    "OIDC_ROLE_CLAIM": ("groups", str),
+    "OIDC_ROLE_MAP": ("", str),
 }
 
 

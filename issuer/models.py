@@ -287,3 +287,87 @@ class WalletNonce(Base):
     nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- the staff console (issue #8): accounts, sign-in throttling, cohort jobs, award applications ----------
+
+
+class StaffAccount(Base):
+    """A member of staff who may sign in to the console. ``roles`` is a space-separated set (staff.ROLES);
+    a local account has an argon2 ``password_hash`` (and a TOTP secret, required for administrators); an
+    account made for single sign-on has neither. ``session_version`` grows to end every open session."""
+
+    __tablename__ = "staff_accounts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+    roles: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(300))
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)  # a code is good once
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    source: Mapped[str] = mapped_column(String(20), default="local")  # "local", "oidc" or "cli"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StaffSignInFailure(Base):
+    """One failed sign-in, by account email and by client address: the throttle counts recent rows."""
+
+    __tablename__ = "staff_sign_in_failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(400), index=True)  # "email:<address>" or "ip:<address>"
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class ConsoleJob(Base):
+    """A cohort uploaded in the console: ``preview`` until confirmed, then ``queued``, ``running`` (by the
+    worker that holds a fresh ``heartbeat_at``) and ``done``. Each row's outcome is in ConsoleJobRow."""
+
+    __tablename__ = "console_jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), default="cohort")
+    status: Mapped[str] = mapped_column(String(20), default="preview")
+    filename: Mapped[str | None] = mapped_column(String(300))
+    created_by: Mapped[str] = mapped_column(String(200))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    issued: Mapped[int] = mapped_column(Integer, default=0)
+    already: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleJobRow(Base):
+    """One CSV row of a cohort: the cells as uploaded, the problem found in the preview, and the outcome
+    (``pending``, then ``issued``, ``already issued`` or ``error``)."""
+
+    __tablename__ = "console_job_rows"
+    __table_args__ = (Index("ix_console_job_rows_job_status", "job_id", "status", "line"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("console_jobs.id"))
+    line: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict] = mapped_column(JSON)
+    problem: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    detail: Mapped[str | None] = mapped_column(Text)
+    credential_url: Mapped[str | None] = mapped_column(String(500))
+
+
+class AwardApplication(Base):
+    """An application a learner made on the apply page (a check or a claim) and the decision report."""
+
+    __tablename__ = "award_applications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # "evaluate" or "claim"
+    target: Mapped[str | None] = mapped_column(String(300))
+    eligible: Mapped[bool] = mapped_column(Boolean, default=False)
+    award_id: Mapped[str | None] = mapped_column(String(64))
+    report: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -78,6 +78,14 @@ def apply_page():
                 report = awards.decide(evaluated, rules, application).to_json()
         except (FormatError, awards.AwardError, RulesError) as exc:
             error = str(exc)
+        # Kept for the staff console's list of applications (issue #8).
+        from .. import staff
+
+        award_id = award.id if award is not None else None
+        get_session().rollback()
+        staff.record_application(get_session(), email=request.form.get("email", ""),
+                                 action="claim" if request.form.get("action") == "claim" else "evaluate",
+                                 target=request.form.get("target"), report=report, award_id=award_id, error=error)
     status = 400 if error else 200
     return render_template("apply.html", report=report, error=error, award=award, form=request.form), status
 

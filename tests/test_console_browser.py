@@ -1,0 +1,293 @@
+"""The staff console in a real browser (Debian's Chromium through Playwright) against the application on
+127.0.0.1, with a real OpenID Connect provider (oidc-provider-mock) on 127.0.0.1 and axe-core on every
+page. Without Chromium or axe-core these tests skip; under CI=true they fail (tests/browser_support.py).
+
+The journey of issue #8: a registrar who has never seen the console signs in with the school's identity
+provider, adds a course, issues a 2,000-row cohort from a spreadsheet while looking at other pages,
+revokes one badge and finds the audit entries for all of it; an administrator signs in with a password
+and a TOTP code; an auditor is refused what the role may not do."""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+
+import pyotp
+import pytest
+
+from issuer import staff
+from issuer.db import get_session
+from tests.browser_support import (
+    AXE_JS,
+    CHROMIUM,
+    LAUNCH_ARGS,
+    assert_accessible,
+    only_local,
+    require,
+    screenshot,
+    start_live_server,
+)
+
+PASSWORD = "correct horse battery staple"
+COHORT = 2000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require(CHROMIUM.exists(), f"{CHROMIUM} not found: install Debian's chromium (scripts/install_browser.sh)")
+    require(AXE_JS.exists(), f"axe-core not found at {AXE_JS}: npm ci --prefix tests/interop")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "Playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def provider():
+    from oidc_provider_mock import User
+    from oidc_provider_mock import app as provider_app
+    from werkzeug.serving import make_server
+
+    users = [User(sub="new.registrar", claims={"email": "new.registrar@school.example", "name": "Wong Siu Ming",
+                                               "groups": ["registry-staff", "course-editors"]})]
+    server = make_server("127.0.0.1", 0, provider_app(user_claims=users, require_nonce=True), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live(browser, provider, tmp_path_factory):
+    server, stop = start_live_server(tmp_path_factory.mktemp("console"))
+    server.app.config.update(ISSUER_OIDC_ISSUER=provider, ISSUER_OIDC_CLIENT_ID="staff-console",
+                             ISSUER_OIDC_CLIENT_SECRET="not-a-real-secret",
+                             ISSUER_OIDC_ROLE_MAP="registry-staff=registrar, course-editors=catalogue_editor")
+    yield server
+    stop()
+
+
+@pytest.fixture
+def page(browser, live):
+    context = browser.new_context(locale="en-GB", accept_downloads=True, viewport={"width": 1100, "height": 800})
+    context.set_default_timeout(15_000)
+    blocked: list[str] = []
+    context.route("**/*", only_local(blocked))
+    tab = context.new_page()
+    tab.blocked = blocked
+    yield tab
+    context.close()
+
+
+def make_staff(live, email: str, roles) -> staff.StaffAccount:
+    with live.app.app_context():
+        session = get_session()
+        account = staff.create_account(session, email=email, roles=roles, password=PASSWORD, actor="test")
+        session.commit()
+        return account
+
+
+def local_sign_in(page, live, account, code: str | None = None) -> None:
+    page.goto(f"{live.url}/console/")
+    assert "/console/sign-in" in page.url
+    page.keyboard.press("Tab")  # the keyboard reaches the form; focus is visible there (base.html's outline)
+    page.fill("#email", account.email)
+    page.fill("#password", PASSWORD)
+    if code:
+        page.fill("#code", code)
+    with page.expect_navigation():
+        page.locator("#local-sign-in").click()
+
+
+def link(page, name: str):
+    with page.expect_navigation():
+        page.get_by_role("link", name=name, exact=True).first.click()
+
+
+def cohort_csv() -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["email", "name", "achievement", "award_date", "grade"])
+    for i in range(COHORT - 4):
+        writer.writerow([f"learner{i:04d}@example.com", f"Learner {i}", "NEW-101", "2024-06-01", "A"])
+    writer.writerow(["learner0000@example.com", "Learner 0", "NEW-101", "2024-06-01", "A"])  # twice in the file
+    writer.writerow(["learner0001@example.com", "Learner 1", "NEW-101", "2024-06-01", "A"])
+    writer.writerow(["late@example.com", "Late", "GONE-999", "2024-06-01", ""])  # no such course
+    writer.writerow(["not-an-email", "Typo", "NEW-101", "2024-06-01", ""])
+    return out.getvalue().encode()
+
+
+def test_a_new_registrar_signs_in_with_the_school_account_and_does_the_whole_job(page, live, tmp_path):
+    started = time.time()
+    # Single sign-on: the provider's own page, then back into the console, a registrar and course editor.
+    page.goto(f"{live.url}/console/")
+    assert_accessible(page, "console-sign-in")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in with the school's account").click()
+    assert page.url.startswith(live.app.config["ISSUER_OIDC_ISSUER"])
+    with page.expect_navigation(url=f"{live.url}/console/"):
+        page.locator('button[name="sub"][value="new.registrar"]').click()
+    assert "new.registrar@school.example" in page.locator("main").inner_text()
+    assert_accessible(page, "console-home")
+    screenshot(page, "console-home")
+
+    # Add a course: both languages side by side, the badge drawn live beside the form.
+    link(page, "Add a microcredential to the catalogue")
+    fields = {"#code": "NEW-101", "#name_en": "Service Design Sprint", "#description_en": "Design a service.",
+              "#criteria_en": "Deliver the sprint.", "#theme_en": "Design", "#name_zh": "服務設計衝刺",
+              "#description_zh": "設計一項服務。", "#criteria_zh": "完成衝刺。", "#theme_zh": "設計",
+              "#credits": "6", "#contact_hours": "30", "#qf_level": "4", "#theme_code": "design"}
+    for selector, value in fields.items():
+        page.fill(selector, value)
+    page.locator("#preview").wait_for(state="visible")
+    assert page.locator("#preview").get_attribute("src").startswith("blob:")
+    assert_accessible(page, "console-course-form")
+    screenshot(page, "console-course-form")
+    with page.expect_navigation():
+        page.locator("#save").click()
+    assert "Saved NEW-101" in page.locator(".flash").inner_text()
+    assert page.locator('tr[data-code="NEW-101"]').count() == 1
+    assert_accessible(page, "console-catalogue")
+
+    # A cohort from a spreadsheet: the rows and their problems first, then issuing in the background.
+    link(page, "Issue a cohort")
+    path = tmp_path / "cohort.csv"
+    path.write_bytes(cohort_csv())
+    page.set_input_files("#file", str(path))
+    with page.expect_navigation():
+        page.locator("#upload").click()
+    assert f"{COHORT} rows; 2 with problems" in page.locator("main").inner_text()
+    assert "unknown achievement 'GONE-999'" in page.locator("#rows").inner_text()
+    assert_accessible(page, "console-cohort-preview")
+    screenshot(page, "console-cohort-preview")
+    with page.expect_navigation():
+        page.locator("#start").click()
+    job_url = page.url
+    assert page.locator("#progress").is_visible()
+    # The registrar looks elsewhere while it runs: leaving the page does not stop the job.
+    link(page, "Audit log")
+    link(page, "Catalogue")
+    page.goto(job_url)
+    page.wait_for_function("document.getElementById('job-status').dataset.status === 'done'", timeout=90_000)
+    counts = page.locator("#counts").inner_text()
+    assert f"{COHORT} of {COHORT} done: {COHORT - 4} issued, 2 already issued, 2 errors." == counts
+    assert_accessible(page, "console-cohort-done")
+    screenshot(page, "console-cohort-done")
+    with page.expect_download() as download:
+        page.locator("#results").click()
+    rows = list(csv.DictReader(io.StringIO(download.value.path().read_text(encoding="utf-8"))))
+    assert len(rows) == COHORT
+    by_status: dict[str, list[dict]] = {}
+    for row in rows:
+        by_status.setdefault(row["status"], []).append(row)
+    assert {k: len(v) for k, v in by_status.items()} == {"issued": COHORT - 4, "already issued": 2, "error": 2}
+    assert [r["line"] for r in by_status["already issued"]] == [str(COHORT - 2), str(COHORT - 1)]
+    assert all(r["credential_url"].startswith(f"{live.url}/credentials/") for r in by_status["issued"])
+
+    # Revoke one badge: find the learner, see the consequences, confirm with a reason.
+    link(page, "Learners")
+    page.fill("#q", "Learner 42")
+    with page.expect_navigation():
+        page.locator("#find").click()
+    link(page, "learner0042@example.com")
+    assert_accessible(page, "console-learner")
+    badge_id = page.locator("#badges tr[data-code='NEW-101']").get_attribute("data-id")
+    with page.expect_navigation():
+        page.locator("#badges").get_by_role("link", name="Revoke NEW-101 2024-06-01").click()
+    assert "No award counts this badge" in page.locator("#affected").inner_text()
+    assert_accessible(page, "console-revoke")
+    page.select_option("#category", "issued in error")
+    page.fill("#reason", "Learner 42 did not finish the sprint")
+    with page.expect_navigation():
+        page.locator("#confirm-revoke").click()
+    assert "revoked on" in page.locator(f"#badges tr[data-id='{badge_id}']").inner_text()
+    public = live.http.get(f"{live.url}/credentials/{badge_id}", headers={"Accept": "text/html"}, timeout=30)
+    assert "Revoked on" in public.text
+
+    # The audit entries for all of it, filtered by the person.
+    link(page, "Audit log")
+    page.fill("#actor", "new.registrar@school.example")
+    with page.expect_navigation():
+        page.locator("#filter").click()
+    shown = page.locator("#entries tr[data-action]").evaluate_all("rows => rows.map(r => r.dataset.action)")
+    assert len(shown) == 200 and shown[0] == "credential.revoke"  # newest first, the page holds 200
+    with page.expect_download() as download:
+        page.locator("#export").click()  # the export holds every entry that matches
+    exported = list(csv.DictReader(io.StringIO(download.value.path().read_text(encoding="utf-8"))))
+    assert {"staff.sign_in", "catalogue.create", "cohort.start", "credential.issue", "credential.revoke"} \
+        <= {r["action"] for r in exported}
+    assert sum(r["action"] == "credential.issue" for r in exported) == COHORT - 4
+    page.select_option("#action", "credential.revoke")
+    with page.expect_navigation():
+        page.locator("#filter").click()
+    assert page.locator("#entries tr[data-action]").count() == 1
+    assert "Learner 42 did not finish" in page.locator("#entries").inner_text()
+    assert_accessible(page, "console-audit")
+    screenshot(page, "console-audit")
+    # Only the test provider's own page asks for an outside stylesheet (blocked); the console asks for nothing.
+    assert all(url.endswith("pico.min.css") for url in page.blocked), page.blocked
+    assert time.time() - started < 75
+
+
+def test_an_administrator_signs_in_with_a_totp_code_rotates_keys_and_makes_a_token(page, live):
+    admin = make_staff(live, "admin@school.example", "administrator")
+    local_sign_in(page, live, admin)  # no code: refused
+    assert page.locator("#sign-in-error").is_visible()
+    assert_accessible(page, "console-sign-in-error")
+    local_sign_in(page, live, admin, pyotp.TOTP(admin.totp_secret).now())
+    assert page.url == f"{live.url}/console/"
+
+    link(page, "Keys and tokens")
+    current = page.locator('#keys tr[data-status="current"]').count()
+    link(page, "Rotate the keys")
+    assert_accessible(page, "console-rotate")
+    page.check("#confirm")
+    with page.expect_navigation():
+        page.locator("#rotate-confirm").click()
+    assert page.locator('#keys tr[data-status="retired"]').count() == current
+    page.fill("#token-name", "student records")
+    page.check("#scope-issue")
+    with page.expect_navigation():
+        page.locator("#create-token").click()
+    secret = page.locator("#secret").input_value()
+    assert secret.startswith("obi_")
+    assert_accessible(page, "console-token-created")
+    link(page, "Back to keys and tokens")
+    assert secret not in page.content()
+    assert page.locator('#tokens tr[data-name="student records"]').count() == 1
+
+    # The same pages in Traditional Chinese, still accessible.
+    page.goto(f"{live.url}/console/keys?lang=zh-Hant")
+    assert page.locator("html").get_attribute("lang") == "zh-Hant"
+    assert_accessible(page, "console-keys-zh-Hant")
+    screenshot(page, "console-keys-zh-Hant")
+    page.goto(f"{live.url}/console/accounts?lang=zh-Hant")
+    assert_accessible(page, "console-accounts-zh-Hant")
+
+
+def test_an_auditor_reads_but_is_refused_in_the_pages_and_in_the_requests_behind_them(page, live):
+    auditor = make_staff(live, "auditor@school.example", "auditor")
+    local_sign_in(page, live, auditor)
+    nav = page.locator("nav.console").inner_text()
+    assert "Audit log" in nav and "Issue a badge" not in nav and "Staff accounts" not in nav
+    response = page.goto(f"{live.url}/console/issue")
+    assert response.status == 403
+    assert_accessible(page, "console-forbidden")
+    page.goto(f"{live.url}/console/audit")
+    token = page.locator('input[name="csrf_token"]').first.input_value()
+    status = page.evaluate("""async (token) => {
+      const body = new URLSearchParams({csrf_token: token, achievement: "AI-101", email: "x@example.com"});
+      return (await fetch("/console/issue", {method: "POST", body})).status; }""", token)
+    assert status == 403
+    rotate = page.evaluate("""async (token) => {
+      const body = new URLSearchParams({csrf_token: token, confirm: "yes"});
+      return (await fetch("/console/keys/rotate", {method: "POST", body})).status; }""", token)
+    assert rotate == 403
+    assert page.locator("#entries").count() == 1
