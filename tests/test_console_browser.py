@@ -291,3 +291,34 @@ def test_an_auditor_reads_but_is_refused_in_the_pages_and_in_the_requests_behind
       return (await fetch("/console/keys/rotate", {method: "POST", body})).status; }""", token)
     assert rotate == 403
     assert page.locator("#entries").count() == 1
+
+
+def test_a_registrar_signs_in_and_moves_around_with_the_keyboard_alone(page, live):
+    """Issue #8 item 8: keyboard use. Sign in by typing and Enter only, then Tab through the console:
+    every navigation link is reached in order, each with a visible focus indicator."""
+    from tests.test_browser import tab_through, without_focus_indicator
+
+    registrar = make_staff(live, "keyboard.registrar@school.example", "registrar")
+    page.goto(f"{live.url}/console/sign-in")
+    focused = tab_through(page)
+    fields = [f["id"] for f in focused if f["tag"] in ("input", "button")]
+    assert fields.index("email") < fields.index("password") < fields.index("local-sign-in"), fields
+    assert not without_focus_indicator(focused), without_focus_indicator(focused)
+    page.locator("#email").focus()
+    page.keyboard.type(registrar.email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == f"{live.url}/console/"
+    focused = tab_through(page)
+    reached = [f["href"] for f in focused if f["href"]]
+    nav = page.locator("nav.console a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    first_seen = [href for n, href in enumerate(reached) if href in nav and href not in reached[:n]]
+    assert nav and first_seen == nav, (reached, nav)  # every navigation link, in reading order
+    assert not without_focus_indicator(focused), without_focus_indicator(focused)
+    # Enter on a focused link follows it.
+    page.locator("nav.console a").nth(1).focus()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url.startswith(f"{live.url}/console/catalogue")
