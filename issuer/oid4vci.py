@@ -35,11 +35,11 @@ from urllib.parse import quote
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from . import multikey, vcjwt, wallets
-from .credentials import CREDENTIAL_CONTEXT, CREDENTIAL_TYPE, normalise_email
+from .credentials import CREDENTIAL_CONTEXT, CREDENTIAL_TYPE
 from .issuing import IssuerContext
 from .keys import JWS_ALG, PublicKey, algorithm_of, b64url, b64url_decode, jwk_members, public_key_from_jwk
 from .models import AuditEntry, Award, Credential, WalletNonce, WalletOffer, utcnow
@@ -228,18 +228,11 @@ def create_offer(session: Session, original: Credential | Award, *, secret: byte
 
 
 def open_offers(session: Session, original_id: str, now: datetime | None = None) -> int:
-    """How many offers of `original_id` can still be redeemed (the cap on offers made from the public page)."""
-    return session.scalar(select(func.count()).select_from(WalletOffer).where(
-        WalletOffer.original_id == original_id, WalletOffer.kind == KIND, WalletOffer.state == "offered",
-        WalletOffer.expires_at > _now(now))) or 0
+    """How many OID4VCI offers of `original_id` can still be redeemed."""
+    return wallets.open_offers(session, original_id, KIND, _now(now))
 
 
-def email_matches(stated: Any, recorded: str | None) -> bool:
-    """The email a learner typed against the one the credential was issued to, both normalised as they are
-    hashed into the badge; constant time. A credential issued without an email never matches."""
-    if not isinstance(stated, str) or not recorded or len(stated) > 320:
-        return False
-    return hmac.compare_digest(normalise_email(stated).encode("utf-8"), normalise_email(recorded).encode("utf-8"))
+email_matches = wallets.email_matches
 
 
 def offered_configurations(row: WalletOffer) -> list[str]:

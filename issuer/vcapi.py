@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from . import jsonld, proofs, revocation, status, vcjwt, wallets
@@ -726,9 +726,7 @@ def presentation_request(base_url: str, offer: WalletOffer) -> dict:
 
 
 def open_offers(session: Session, original_id: str, now: datetime) -> int:
-    return session.scalar(select(func.count()).select_from(WalletOffer).where(
-        WalletOffer.original_id == original_id, WalletOffer.kind == "vcapi", WalletOffer.state == "offered",
-        WalletOffer.expires_at > now)) or 0
+    return wallets.open_offers(session, original_id, "vcapi", now)
 
 
 def create_exchange(session: Session, original: Credential | Award, *, actor: str,
@@ -809,13 +807,7 @@ def complete_exchange(session: Session, ctx: IssuerContext, offer_id: str, vp: A
                                        "verifiableCredential": [wallets.delivered(row)]}}
 
 
-def email_matches(stated: Any, recorded: str | None) -> bool:
-    """The learner's email as typed, normalised as we hash it, against the registry's (constant time)."""
-    from .credentials import normalise_email
-
-    if not isinstance(stated, str) or not recorded or len(stated) > 320:
-        return False
-    return hmac.compare_digest(normalise_email(stated).encode("utf-8"), normalise_email(recorded).encode("utf-8"))
+email_matches = wallets.email_matches
 
 
 def options_checks(options: Mapping[str, Any]) -> list[str]:

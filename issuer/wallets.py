@@ -13,6 +13,7 @@ Only `deliver` touches the database (it records the copy and its audit entry); t
 from __future__ import annotations
 
 import copy
+import hmac
 import json
 import re
 import secrets
@@ -20,12 +21,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import vcjwt
+from .credentials import normalise_email
 from .issuing import IssuerContext, serialise, sign
-from .models import AuditEntry, Award, Credential, WalletCopy, utcnow
+from .models import AuditEntry, Award, Credential, WalletCopy, WalletOffer, utcnow
 
 FORMATS = ("ldp_vc", "jwt_vc_json")
 CHANNELS = ("oid4vci", "vcapi")
@@ -103,3 +105,21 @@ def copies_of(session: Session, original_id: str) -> list[WalletCopy]:
 def delivered(row: WalletCopy) -> dict | str:
     """The copy as a wallet receives it: a JSON object (`ldp_vc`) or the JWT string (`jwt_vc_json`)."""
     return json.loads(row.document) if row.format == "ldp_vc" else row.document
+
+
+# --- what both wallet channels ask of a learner asking from the public page ------------------------------
+
+
+def email_matches(stated: Any, recorded: str | None) -> bool:
+    """The email a learner typed against the one the credential was issued to, both normalised as they are
+    hashed into the badge; constant time. A credential issued without an email never matches."""
+    if not isinstance(stated, str) or not recorded or len(stated) > 320:
+        return False
+    return hmac.compare_digest(normalise_email(stated).encode("utf-8"), normalise_email(recorded).encode("utf-8"))
+
+
+def open_offers(session: Session, original_id: str, kind: str, now: datetime) -> int:
+    """How many offers of one kind for `original_id` can still be used (the cap on public-page offers)."""
+    return session.scalar(select(func.count()).select_from(WalletOffer).where(
+        WalletOffer.original_id == original_id, WalletOffer.kind == kind, WalletOffer.state == "offered",
+        WalletOffer.expires_at > now)) or 0

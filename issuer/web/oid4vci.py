@@ -90,9 +90,13 @@ def create_offer(credential_id: str):
     original = wallets.original_row(session, credential_id)
     if original is None:
         raise ApiError(404, f"no badge or award {credential_id!r} was issued here")
+    return _offer_created(_create_offer(session, original, created_by=g.caller.actor, **options))
+
+
+def _create_offer(session, original, **options) -> oid4vci.NewOffer:
+    """A new offer, committed; a revoked original is a 409, an option out of range a 400."""
     try:
-        new = oid4vci.create_offer(session, original, secret=challenge_secret(), created_by=g.caller.actor,
-                                   **options)
+        new = oid4vci.create_offer(session, original, secret=challenge_secret(), **options)
     except wallets.WalletError as exc:
         session.rollback()
         raise ApiError(409, str(exc)) from None
@@ -100,7 +104,7 @@ def create_offer(credential_id: str):
         session.rollback()
         raise ApiError(400, str(exc), field=exc.field) from None
     session.commit()
-    return _offer_created(new)
+    return new
 
 
 def _offer_created(new: oid4vci.NewOffer) -> Response:
@@ -137,16 +141,7 @@ def learner_offer(credential_id: str):
     if oid4vci.open_offers(session, original.id) >= MAX_OPEN_LEARNER_OFFERS:
         raise ApiError(429, "too many wallet offers are open for this credential; use one, or wait for them "
                             "to expire (10 minutes)", headers={"Retry-After": str(oid4vci.OFFER_LIFETIME)})
-    try:
-        new = oid4vci.create_offer(session, original, secret=challenge_secret(), created_by="public:wallet-offer",
-                                   tx_code=True, fmt=fmt)
-    except wallets.WalletError as exc:
-        session.rollback()
-        raise ApiError(409, str(exc)) from None
-    except oid4vci.OfferError as exc:
-        session.rollback()
-        raise ApiError(400, str(exc), field=exc.field) from None
-    session.commit()
+    new = _create_offer(session, original, created_by="public:wallet-offer", tx_code=True, fmt=fmt)
     if request.mimetype in FORM_TYPES and \
             request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
         # A browser posting the form on the credential's page: a page with the QR code, the link and the PIN.
