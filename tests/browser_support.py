@@ -8,6 +8,7 @@ tests skip, saying why, except under CI=true, where they fail: CI must never pas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -41,6 +42,24 @@ def require(ok: bool, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: the browser tests must run)", pytrace=False)
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium under Playwright, for a test module (skips, or fails under CI=true, without it)."""
+    require(CHROMIUM.exists(), f"{CHROMIUM} not found: install Debian's chromium (scripts/install_browser.sh, "
+                               "run by `make test` as root)")
+    require(AXE_JS.exists(), f"axe-core not found at {AXE_JS}: npm ci --prefix tests/interop")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "Playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 # --- the live server ------------------------------------------------------------------------------------

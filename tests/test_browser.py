@@ -22,9 +22,8 @@ from PIL import Image
 from issuer import baking
 from tests.browser_support import (
     AXE_JS,
-    CHROMIUM,
-    LAUNCH_ARGS,
     assert_accessible,
+    chromium,
     only_local,
     require,
     screenshot,
@@ -40,16 +39,8 @@ CERTIFICATE_TITLE = "Certificate in Professional Practice (Artificial Intelligen
 
 @pytest.fixture(scope="module")
 def browser():
-    require(CHROMIUM.exists(), f"{CHROMIUM} not found: install Debian's chromium (scripts/install_browser.sh, "
-                               "run by `make test` as root)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "Playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

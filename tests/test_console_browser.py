@@ -20,12 +20,9 @@ import pytest
 from issuer import staff
 from issuer.db import get_session
 from tests.browser_support import (
-    AXE_JS,
-    CHROMIUM,
-    LAUNCH_ARGS,
     assert_accessible,
+    chromium,
     only_local,
-    require,
     screenshot,
     start_live_server,
 )
@@ -36,16 +33,8 @@ COHORT = 2000
 
 @pytest.fixture(scope="module")
 def browser():
-    require(CHROMIUM.exists(), f"{CHROMIUM} not found: install Debian's chromium (scripts/install_browser.sh)")
-    require(AXE_JS.exists(), f"axe-core not found at {AXE_JS}: npm ci --prefix tests/interop")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "Playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_every_demo_catalogue_badge_is_accepted_and_equal(language):
             credential_id="http://127.0.0.1:5000/credentials/x", issuer_profile=issuer, achievement=achievement,
             recipient_email="learner@example.com", salt="0f" * 16, valid_from="2026-11-25T00:00:00Z",
             awarded_date="2026-11-20T00:00:00Z", recipient_did="did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGp",
-            result="A", evidence=[{"id": "https://example.edu/projects/1", "name": "作品", "narrative": "Built\na model"}],
+            result="A", evidence=[{"id": "https://example.edu/p/1", "name": "作品", "narrative": "Built\na model"}],
             credential_status={"id": "http://127.0.0.1:5000/status/1#7", "type": "BitstringStatusListEntry",
                                "statusPurpose": "revocation", "statusListIndex": "7",
                                "statusListCredential": "http://127.0.0.1:5000/status/1"})
