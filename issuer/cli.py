@@ -6,6 +6,7 @@ import csv
 import getpass
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -103,6 +104,10 @@ def init_command(catalogue_file: Path | None, no_token: bool) -> None:
         first = session.scalars(select(Achievement.code).order_by(Achievement.code)).first() or "CODE"
         click.echo(f"       -d '{{\"achievement\": \"{first}\", \"recipient\": "
                    "{\"email\": \"learner@example.com\", \"name\": \"Chan Tai Man\"}}'")
+        click.echo("Staff console (sign in as a member of staff):")
+        click.echo(f"  {base}/console/")
+        click.echo("  first administrator: .venv/bin/issuer staff create --email you@school.example "
+                   "--role administrator")
 
 
 @click.command("serve")
@@ -178,43 +183,68 @@ def revoke_command(credential_id: str, reason: str, category: str) -> None:
         click.echo(f"  award {award['url']}: {award['outcome']}")
 
 
+def _count_records(file: Path) -> int:
+    """CSV records after the header, read as a stream (a quoted cell may span lines)."""
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+
+
 @click.command("issue-batch")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the per-row result as CSV here (default FILE.report.csv).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Processes that sign badges (default: the number of CPUs; 1 signs in this process).")
+@click.option("--chunk-size", type=click.IntRange(1, 5000), default=None,
+              help="Rows stored per transaction (default 1000).")
 @with_appcontext
-def issue_batch_command(file: Path, report: Path | None) -> None:
+def issue_batch_command(file: Path, report: Path | None, workers: int | None, chunk_size: int | None) -> None:
     """Issue a cohort from a CSV (email, name, achievement, award_date, grade).
 
-    Each row is its own transaction: a bad row is reported and skipped. Re-running the same file after
-    a crash issues nothing twice."""
+    Rows are read as a stream, signed in parallel and stored in chunks, each chunk one transaction; a bad
+    row is reported and skipped. Re-running the same file after a crash issues nothing twice: rows
+    already issued are reported as such."""
+    from . import cohort
+
     app = current_app
     try:
+        total = _count_records(file)
         with file.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            issuing.check_csv_header(reader.fieldnames)
-            rows = [(i + 2, row) for i, row in enumerate(reader)]
+            issuing.check_csv_header(csv.DictReader(handle).fieldnames)
     except UnicodeDecodeError:
         raise click.ClickException(f"{file} is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise click.ClickException(f"{file} is not a readable CSV file: {exc}") from None
     except issuing.IssueError as exc:
         raise click.ClickException(str(exc)) from None
     report = report or file.with_suffix(".report.csv")
+    chunk_size = chunk_size or cohort.CHUNK_ROWS
+    workers = workers or os.cpu_count() or 1
+    if total <= chunk_size:
+        workers = 1  # one chunk: starting worker processes would cost more than they save
     ctx = get_context()
     make_session = app.extensions["issuer.sessionmaker"]
-    with click.progressbar(length=len(rows), label="issuing", file=sys.stderr) as bar:
-        results = issuing.issue_rows(make_session, ctx, rows, actor=actor(), on_row=lambda _r: bar.update(1))
-    with report.open("w", newline="", encoding="utf-8") as out:
+    with file.open(newline="", encoding="utf-8-sig") as handle, \
+            report.open("w", newline="", encoding="utf-8") as out, \
+            click.progressbar(length=total, label="issuing", file=sys.stderr) as bar:
         writer = csv.writer(out)
         writer.writerow(["line", "status", "detail", "credential_url"])
-        for r in results:
-            writer.writerow([r.line, r.status, r.detail, r.credential_url or ""])
-    counts = {s: sum(1 for r in results if r.status == s) for s in ("issued", "already issued", "error")}
-    click.echo(f"{counts['issued']} issued, {counts['already issued']} already issued, "
-               f"{counts['error']} errors; report: {report}")
-    for r in results:
-        if r.status == "error":
-            click.echo(f"  line {r.line}: {r.detail}", err=True)
-    if counts["error"]:
+
+        def on_chunk(results: list[issuing.RowResult]) -> None:
+            writer.writerows([r.line, r.status, r.detail, r.credential_url or ""] for r in results)
+            out.flush()
+            bar.update(len(results))
+
+        rows = ((i + 2, row) for i, row in enumerate(csv.DictReader(handle)))
+        counts = cohort.issue_cohort(make_session, ctx, rows, actor=actor(), workers=workers,
+                                     settings=dict(app.config), chunk_size=chunk_size, on_chunk=on_chunk)
+    click.echo(f"{counts.issued} issued, {counts.already} already issued, "
+               f"{counts.errors} errors; report: {report}")
+    if counts.errors:
+        with report.open(newline="", encoding="utf-8") as written:
+            for r in csv.DictReader(written):
+                if r["status"] == "error":
+                    click.echo(f"  line {r['line']}: {r['detail']}", err=True)
         sys.exit(2)
 
 
