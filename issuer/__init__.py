@@ -30,8 +30,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(status.bp)
     app.register_blueprint(vcapi.bp)
     app.register_blueprint(oid4vci.bp)
-    from .web import console
+    from .web import console, security
 
     console.init_app(app)  # the staff console under /console (issue #8)
+    security.init_app(app)  # security headers on every response (issue #9)
     register_commands(app)
     return app

@@ -55,7 +55,7 @@ def live(browser, tmp_path_factory):
 @pytest.fixture
 def page(browser, live):
     """A fresh English-speaking browser context (no cookies) that may reach 127.0.0.1 only."""
-    context = browser.new_context(locale="en-GB", accept_downloads=True, bypass_csp=True,
+    context = browser.new_context(locale="en-GB", accept_downloads=True,
                                   viewport={"width": 1024, "height": 768})
     context.set_default_timeout(15_000)
     blocked: list[str] = []
