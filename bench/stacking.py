@@ -1,4 +1,5 @@
-"""Benchmark for issue #3: server time to evaluate an application of 60 badges, beyond verifying them.
+"""Benchmarks for issues #3 and #7: server time to evaluate an application of 60 badges, beyond verifying
+them (issue #3), and end to end (issue #7, goal 4: at most 30 ms).
 
     .venv/bin/python bench/stacking.py [--badges 60] [--rounds 30]
 
@@ -6,11 +7,15 @@ Issues the badges through the app (SQLite in a temporary folder), verifies them 
 evaluation with those verification results replayed, so the figure is everything the server does
 besides checking signatures: reading each badge's profile, the catalogue and pathway look-ups, the rules
 engine and the report. The full evaluation (with verification) is printed beside it.
+
+End to end (issue #7): the application as JSON posted to `POST /api/v1/awards/evaluate` through the WSGI
+test client (no sockets): reading the body, parsing, verifying every badge, the rules, the JSON report.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from datetime import date, timedelta
@@ -89,6 +94,16 @@ def main() -> None:
 
             engine = median_ms(lambda: stacking.evaluate(evaluated.badges, rules=rules,
                                                          as_of=date.today()), args.rounds)
+        body = json.dumps({"recipient": {"email": EMAIL}, "credentials": badges}).encode("utf-8")
+
+        def post() -> None:
+            response = client.post("/api/v1/awards/evaluate", data=body, content_type="application/json")
+            assert response.status_code == 200, response.get_data(as_text=True)[:300]
+
+        post()
+        report = client.post("/api/v1/awards/evaluate", data=body, content_type="application/json").get_json()
+        counted = len((report.get("award") or {}).get("counted", []))
+        end_to_end = median_ms(post, args.rounds, warmup=3)
     award = decision.to_json()["award"]
     print(f"{args.badges} badges; award: {award['title']['en'] if award else None}")
     print()
@@ -97,6 +112,8 @@ def main() -> None:
     print(f"| evaluate {args.badges} badges, server time beyond signature checks | {beyond:.1f} ms | < 50 ms |")
     print(f"| of which the rules engine (stacking.evaluate) | {engine:.1f} ms | |")
     print(f"| evaluate {args.badges} badges including verification | {full:.1f} ms | |")
+    print(f"| end to end: POST /api/v1/awards/evaluate with {args.badges} badges ({len(body) // 1024} KiB; "
+          f"award counts {counted}) | {end_to_end:.1f} ms | ≤ 30 ms |")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,22 @@ def local_documents(ctx: IssuerContext) -> dict[str, dict]:
     }
 
 
+def _local_documents_of(app: Flask, ctx: IssuerContext) -> dict[str, dict]:
+    """local_documents(ctx), built once per loaded context and key set rather than per verification
+    (a rotation changes the key ids and resets the context, so either way the documents are rebuilt)."""
+    kids = tuple(key.kid for key in ctx.keyring.all())
+    cached = app.extensions.get("issuer.local_documents")
+    if cached is None or cached[0] is not ctx or cached[1] != kids:
+        cached = (ctx, kids, local_documents(ctx))
+        app.extensions["issuer.local_documents"] = cached
+    return cached[2]
+
+
+# A verifier made here serves one request or command: within it, each of our status lists is read from the
+# database once (a 60-badge award application is one snapshot), and never for longer than this (seconds).
+LOCAL_LIST_REUSE = 2.0
+
+
 def get_verifier(app: Flask | None = None):
     """A verifier that knows our own keys locally and fetches other issuers' keys under the fetch policy."""
     from .fetch import FetchPolicy
@@ -81,8 +97,8 @@ def get_verifier(app: Flask | None = None):
     # Other issuers' status lists are fetched under the same limits as their keys; our own come from
     # the database (always current, no round trip to ourselves).
     local = local_lists(app.extensions["issuer.sessionmaker"], ctx)
-    return Verifier(KeyResolver(local_documents=local_documents(ctx), policy=policy),
-                    status_lists=FetchingStatusLists(policy, local=local))
+    return Verifier(KeyResolver(local_documents=_local_documents_of(app, ctx), policy=policy),
+                    status_lists=FetchingStatusLists(policy, local=local, local_reuse=LOCAL_LIST_REUSE))
 
 
 def challenge_secret(app: Flask | None = None) -> bytes:

@@ -115,6 +115,15 @@ def published(session: Session, ctx: Any, list_id: str, now: datetime | None = N
     from .issuing import serialise, sign
 
     now = (now or utcnow()).replace(microsecond=0)
+    # The usual case first, in one light query (no ORM object): the stored build is current.
+    current = session.execute(select(StatusList.document, StatusList.etag, StatusList.built_at,
+                                     StatusList.version, StatusList.built_version)
+                              .where(StatusList.id == list_id)).first()
+    if current is None:
+        return None
+    if (current.document is not None and current.built_version == current.version
+            and current.built_at is not None and _aware(current.built_at) + REBUILD_AFTER > now):
+        return Published(current.document, current.etag or "", current.built_at)
     row = session.execute(select(StatusList).where(StatusList.id == list_id)
                           .execution_options(populate_existing=True)).scalar_one_or_none()
     if row is None:
@@ -148,14 +157,40 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# Our own lists as parsed JSON, per process, keyed by list URL and held with the ETag of the text they were
+# parsed from: a list is still read from the database on every verification (so a revocation is seen at
+# once), only the parsing of an unchanged text is saved. The documents are shared: never mutate them.
+_PARSED: dict[str, tuple[str, dict]] = {}
+_PARSED_MAX = 1024
+
+
 def local_lists(make_session: Any, ctx: Any) -> Any:
     """For FetchingStatusLists(local=...): our own lists from the database, in a session of their own."""
     prefix = f"{ctx.base_url}/status/"
+
+    engine = getattr(make_session, "kw", {}).get("bind")
+
+    def current_parse(url: str, list_id: str) -> dict | None:
+        """The parsed document when the stored build is current and already parsed here: one light
+        query on a bare connection (no ORM session), the same freshness rule as published()."""
+        cached = _PARSED.get(url)
+        if cached is None or engine is None:
+            return None
+        with engine.connect() as connection:
+            row = connection.execute(select(StatusList.etag, StatusList.built_at, StatusList.version,
+                                            StatusList.built_version).where(StatusList.id == list_id)).first()
+        if (row is not None and row.etag == cached[0] and row.built_version == row.version
+                and row.built_at is not None and _aware(row.built_at) + REBUILD_AFTER > utcnow()):
+            return cached[1]
+        return None
 
     def get(url: str) -> dict | None:
         if not url.startswith(prefix):
             return None
         list_id = url[len(prefix):]
+        hit = current_parse(url, list_id)
+        if hit is not None:
+            return hit
         session = make_session()
         try:
             found = published(session, ctx, list_id)
@@ -163,7 +198,15 @@ def local_lists(make_session: Any, ctx: Any) -> Any:
             session.close()
         if found is None:
             raise LookupError(f"this issuer has no status list {list_id!r}")
-        return json.loads(found.document)
+        cached = _PARSED.get(url)
+        if cached is not None and found.etag and cached[0] == found.etag:
+            return cached[1]
+        document = json.loads(found.document)
+        if found.etag:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[url] = (found.etag, document)
+        return document
 
     return get
 

@@ -21,7 +21,9 @@ import binascii
 import gzip
 import re
 import secrets
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -332,7 +334,7 @@ def read_status(entry: Entry, list_doc: dict, *, max_bytes: int = MAX_DECODED_BY
         listed = ", ".join(str(p) for p in purposes) or "none"
         raise StatusError(STATUS_VERIFICATION_ERROR,
                           f"statusPurpose mismatch: the entry is for {entry.purpose!r}, the list for {listed}")
-    bits = Bitstring.decode(subject.get("encodedList"), max_bytes=max_bytes)
+    bits = _decoded(subject.get("encodedList"), max_bytes)
     if len(bits) // entry.size < MIN_ENTRIES:
         raise StatusError(STATUS_LIST_LENGTH_ERROR,
                           f"the list holds {len(bits) // entry.size} entries; the minimum is {MIN_ENTRIES}")
@@ -340,6 +342,35 @@ def read_status(entry: Entry, list_doc: dict, *, max_bytes: int = MAX_DECODED_BY
         raise StatusError(RANGE_ERROR,
                           f"index {entry.index} is outside the list's {len(bits) // entry.size} entries")
     return bits.read(entry.index, entry.size)
+
+
+# Decoded lists, per process, keyed by the encodedList text itself: a list is decoded once, not once per
+# credential checked against it. Only what decoded without error is kept, and only small lists (our own
+# are 16 KiB), a few dozen at most. A changed list has another text, so it can never be answered from here.
+_DECODED: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_DECODED_LOCK = threading.Lock()
+DECODED_CACHE_ENTRIES = 64
+DECODED_CACHE_MAX_BYTES = 1 << 20
+
+
+def _decoded(encoded: Any, max_bytes: int) -> Bitstring:
+    if not isinstance(encoded, str):
+        return Bitstring.decode(encoded, max_bytes=max_bytes)
+    key = (encoded, max_bytes)
+    with _DECODED_LOCK:
+        data = _DECODED.get(key)
+        if data is not None:
+            _DECODED.move_to_end(key)
+    if data is None:
+        bits = Bitstring.decode(encoded, max_bytes=max_bytes)
+        data = bytes(bits)
+        if len(data) <= DECODED_CACHE_MAX_BYTES:
+            with _DECODED_LOCK:
+                _DECODED[key] = data
+                while len(_DECODED) > DECODED_CACHE_ENTRIES:
+                    _DECODED.popitem(last=False)
+        return bits
+    return Bitstring.from_bytes(data)
 
 
 def _as_list(value: Any) -> list:

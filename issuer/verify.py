@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -317,18 +319,66 @@ def check_di_proof(state: _State) -> Check:
     return Check("proof", True, "; ".join(verified))
 
 
-def _verify_one_proof(state: _State, doc: dict, proof: Any, label: str) -> tuple[ResolvedKey | None, str]:
-    """Resolve one Data Integrity proof's key and check the proof: (key, "") or (None, why not)."""
+def _verify_one_proof(state: _State, doc: dict, proof: Any, label: str, *,
+                      remember: bool = False) -> tuple[ResolvedKey | None, str]:
+    """Resolve one Data Integrity proof's key and check the proof: (key, "") or (None, why not).
+
+    With ``remember`` (status lists: one list serves thousands of credentials) a proof that verified is
+    remembered by (digest of the document and proof, the key's bytes); the key is still resolved afresh
+    each time, so a key that is no longer the issuer's is noticed, and a changed list is another digest."""
     try:
         key = state.resolver.resolve(proof.get("verificationMethod") if isinstance(proof, dict) else None)
         if not isinstance(key.public_key, Ed25519PublicKey):
             raise proofs.ProofError(f"{key.id} is not an Ed25519 key")
-        proofs.verify_proof(doc, proof, key.public_key, state.loader)
+        memo = _proof_memo_key(doc, proof, key.public_key) if remember and state.loader is None else None
+        if memo is None or not _VERIFIED_PROOFS.seen(memo):
+            proofs.verify_proof(doc, proof, key.public_key, state.loader)
+            if memo is not None:
+                _VERIFIED_PROOFS.add(memo)
     except (KeyResolutionError, proofs.ProofError) as exc:
         return None, f"{label}: {exc}"
     except Exception as exc:  # a surprise in one proof fails that proof, not the whole check
         return None, f"{label}: {type(exc).__name__}: {_short(exc)}"
     return key, ""
+
+
+class _VerifiedProofs:
+    """A bounded, thread-safe set of proofs known to verify (see _verify_one_proof)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, key: bytes) -> bool:
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return True
+            return False
+
+    def add(self, key: bytes) -> None:
+        with self._lock:
+            self._seen[key] = None
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+_VERIFIED_PROOFS = _VerifiedProofs()
+
+
+def _proof_memo_key(doc: dict, proof: Any, key: Ed25519PublicKey) -> bytes | None:
+    """SHA-256 over the whole document, the proof in question and the raw public key (None if the
+    document is not plain JSON)."""
+    try:
+        text = json.dumps([doc, proof], sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(text.encode("utf-8") + b"\0" + key.public_bytes_raw()).digest()
 
 
 def check_jwt_proof(state: _State) -> Check:
@@ -626,7 +676,7 @@ def _verify_status_list(state: _State, list_doc: Any) -> None:
     failures = []
     for index, proof in enumerate(found[:MAX_PROOFS], start=1):
         label = _proof_label(index, proof)
-        key, failure = _verify_one_proof(state, list_doc, proof, label)
+        key, failure = _verify_one_proof(state, list_doc, proof, label, remember=True)
         if key is None:
             failures.append(failure)
             continue
@@ -687,8 +737,13 @@ class FetchingStatusLists:
                  local: Callable[[str], dict | None] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC),
                  default_ttl: timedelta = timedelta(minutes=5), max_age: timedelta = timedelta(days=1),
-                 max_cached: int = 256) -> None:
+                 max_cached: int = 256, local_reuse: float = 0.0) -> None:
         self.policy = policy or FetchPolicy()
+        # Seconds for which this instance reuses a list it read from ``local`` (0: read every time). The
+        # app's verifiers live for one request or command (identity.get_verifier), so a batch of badges
+        # (an award application: 60 badges, mostly on one list) reads each list once, as one snapshot.
+        self.local_reuse = local_reuse
+        self._local_seen: dict[str, tuple[float, dict]] = {}
         self._fetch = fetch
         self.local = local
         self._now = now
@@ -701,8 +756,13 @@ class FetchingStatusLists:
     def get(self, url: str) -> dict:
         key = url.split("#", 1)[0]
         if self.local is not None:
+            seen = self._local_seen.get(key) if self.local_reuse > 0 else None
+            if seen is not None and seen[0] > time.monotonic():
+                return seen[1]
             document = self.local(key)
             if document is not None:
+                if self.local_reuse > 0:
+                    self._local_seen[key] = (time.monotonic() + self.local_reuse, document)
                 return document
         now = self._now()
         with self._lock:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -11,13 +15,14 @@ from urllib.parse import quote, urlencode
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import i18n, issuing, qr
 from ..credentials import read_profile
 from ..db import get_session
 from ..identity import get_context, get_verifier
-from ..models import Achievement, Award, Credential, utcnow
+from ..models import Achievement, Award, Credential, StatusList, utcnow
 
 bp = Blueprint("public", __name__)
 # Every page for people is rendered in the reader's language: set that up once, with the public pages.
@@ -128,18 +133,88 @@ def linkedin_url(*, name: str, organization: str, awarded: date | None, cert_url
     return f"{LINKEDIN_ADD}?{urlencode(params, quote_via=quote, safe='')}"
 
 
-def _verification(document: dict | None) -> dict:
-    """Our verifier on the stored document, now: the page shows its work rather than asking for trust."""
+# The verdict a page shows, per application and process, for PAGE_VERDICT_TTL seconds: keyed by the stored
+# text's SHA-256, the row's revocation time and the version of every status list the credential points at
+# (a revocation bumps that version in its own transaction), so a changed document or a revocation is shown
+# at the very next view; only the clock-bound parts (validity dates, a key or list changing otherwise) may
+# be up to PAGE_VERDICT_TTL old, and the page says when it was checked. Issue #7, docs/scaling.md.
+PAGE_VERDICT_TTL = 30.0
+PAGE_VERDICT_ENTRIES = 2048
+
+
+class _VerdictCache:
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, tuple[float, dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> dict | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                return None
+            if hit[0] <= now:
+                del self._entries[key]
+                return None
+            return hit[1]
+
+    def put(self, key: tuple, verdict: dict) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic() + PAGE_VERDICT_TTL, verdict)
+            while len(self._entries) > PAGE_VERDICT_ENTRIES:
+                self._entries.popitem(last=False)
+
+
+def _verdict_key(row: Credential | Award, document: dict | None) -> tuple | None:
+    """What the verdict depends on besides the clock, or None when it cannot be told cheaply (a status
+    entry that is not one of our lists: then the verifier runs every time)."""
+    prefix = f"{get_context().base_url}/status/"
+    list_ids = []
+    entries = document.get("credentialStatus") if isinstance(document, dict) else None
+    for entry in entries if isinstance(entries, list) else [entries] if entries is not None else []:
+        url = entry.get("statusListCredential") if isinstance(entry, Mapping) else None
+        if not isinstance(url, str) or not url.startswith(prefix):
+            return None
+        list_ids.append(url[len(prefix):].split("#", 1)[0])
+    versions: tuple = ()
+    if list_ids:
+        found = dict(get_session().execute(
+            select(StatusList.id, StatusList.version).where(StatusList.id.in_(list_ids))).all())
+        versions = tuple((list_id, found.get(list_id)) for list_id in list_ids)
+    digest = hashlib.sha256(row.document.encode("utf-8")).hexdigest()
+    revoked = row.revoked_at.isoformat() if row.revoked_at else None
+    return type(row).__name__, row.id, digest, revoked, versions
+
+
+def _verdict(row: Credential | Award, document: dict | None) -> dict:
+    """Our verifier on the stored document: run now, or within PAGE_VERDICT_TTL seconds for the very same
+    stored text, revocation state and status-list versions."""
+    cache = current_app.extensions.setdefault("issuer.page_verdicts", _VerdictCache())
+    key = _verdict_key(row, document)
+    found = cache.get(key) if key is not None else None
+    if found is not None:
+        return found
     checked_at = utcnow().replace(microsecond=0)
     verifier = get_verifier()
     verifier.now = lambda: checked_at  # the time shown is the time the validity dates were checked against
     result = verifier.verify_credential(document)
-    by_name = {check.name: check for check in result.checks}
-    checks = [{"name": name, "label": str(label), "state": CHECK_STATES[by_name[name].ok],
-               "state_words": str(STATE_WORDS[CHECK_STATES[by_name[name].ok]]), "detail": by_name[name].detail}
+    found = {"verified": result.verified, "warnings": list(result.warnings),
+             "checks": {check.name: (check.ok, check.detail) for check in result.checks},
+             "checked_at": checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if key is not None:
+        cache.put(key, found)
+    return found
+
+
+def _verification(row: Credential | Award, document: dict | None) -> dict:
+    """The verdict, labelled in the reader's language: the page shows its work rather than asking for trust."""
+    verdict = _verdict(row, document)
+    by_name = verdict["checks"]
+    checks = [{"name": name, "label": str(label), "state": CHECK_STATES[by_name[name][0]],
+               "state_words": str(STATE_WORDS[CHECK_STATES[by_name[name][0]]]), "detail": by_name[name][1]}
               for name, label in PAGE_CHECKS.items() if name in by_name]
-    return {"verified": result.verified, "checks": checks, "warnings": result.warnings,
-            "checked_at": checked_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {"verified": verdict["verified"], "checks": checks, "warnings": list(verdict["warnings"]),
+            "checked_at": verdict["checked_at"]}
 
 
 def credential_page(row: Credential | Award) -> dict:
@@ -186,7 +261,7 @@ def credential_page(row: Credential | Award) -> dict:
         "profile": profile,
         "is_award": isinstance(row, Award),
         "evidence": evidence,
-        "verification": _verification(stored),
+        "verification": _verification(row, stored),
         "linkedin": linkedin_url(name=name, organization=organization, awarded=awarded,
                                  cert_url=row.credential_url, cert_id=row.id),
     }
