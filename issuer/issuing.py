@@ -220,12 +220,17 @@ def sign(ctx: IssuerContext, unsigned: dict, created: str) -> dict:
     return proofs.create_eddsa_rdfc_2022(unsigned, key.private_key, f"{ctx.did}#{key.kid}", created=created)
 
 
-def build_signed(ctx: IssuerContext, achievement_row: Achievement, req: IssueRequest, public_id: str,
-                 now: datetime, credential_status: dict | None = None) -> tuple[dict, str | None]:
-    """The signed credential (and its VC-JWT when the recipient has a DID) for one award."""
+def build_signed(ctx: IssuerContext, achievement_row: Achievement | None, req: IssueRequest, public_id: str,
+                 now: datetime, credential_status: dict | None = None, *,
+                 achievement: dict | None = None) -> tuple[dict, str | None]:
+    """The signed credential (and its VC-JWT when the recipient has a DID) for one award.
+
+    `achievement`, when given, is `achievement_document(ctx, achievement_row)` built beforehand: a cohort
+    (cohort.py) builds it once per achievement instead of once per badge; it is not modified here."""
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     awarded = req.awarded_on or now.date()
-    achievement = achievement_document(ctx, achievement_row)
+    if achievement is None:
+        achievement = achievement_document(ctx, achievement_row)
     unsigned = docs.credential_document(
         credential_id=ctx.credential_url(public_id),
         issuer_profile=ctx.profile,
