@@ -294,14 +294,7 @@ def _follow(session: Session, rules: stacking.RuleSet, badge: Credential, *, act
     """Re-evaluate each unrevoked award that counted ``badge`` over its remaining counted badges only
     (no other badge of the learner is swapped in); revoke the award when it no longer holds."""
     results = []
-    award_ids = session.scalars(select(AwardBadge.award_id).where(AwardBadge.badge_id == badge.credential_url)
-                                .distinct()).all()
-    for award_id in sorted(award_ids):
-        award = session.get(Award, award_id)
-        if award is None or award.revoked_at is not None:
-            continue
-        decision = reevaluate(session, rules, award, without=badge.credential_url)
-        holds = still_holds(award, decision)
+    for award, decision, holds in awards_without(session, rules, badge):
         outcome = {"id": award.id, "url": award.credential_url, "title": award.title_en}
         if holds:
             outcome.update(outcome="kept", credits=decision.award["credits"])
@@ -317,6 +310,23 @@ def _follow(session: Session, rules: stacking.RuleSet, badge: Credential, *, act
                                    detail={"reason": reason, "category": "other", "because": badge.credential_url}))
         results.append(outcome)
     return results
+
+
+def awards_without(session: Session, rules: stacking.RuleSet,
+                   badge: Credential) -> list[tuple[Award, stacking.Decision, bool]]:
+    """Each unrevoked award that counted ``badge``, re-evaluated over its other counted badges:
+    (award, decision, whether it still holds). Changes nothing; revoking and the console's warning
+    before a revocation both ask this."""
+    award_ids = session.scalars(select(AwardBadge.award_id).where(AwardBadge.badge_id == badge.credential_url)
+                                .distinct()).all()
+    found = []
+    for award_id in sorted(award_ids):
+        award = session.get(Award, award_id)
+        if award is None or award.revoked_at is not None:
+            continue
+        decision = reevaluate(session, rules, award, without=badge.credential_url)
+        found.append((award, decision, still_holds(award, decision)))
+    return found
 
 
 def still_holds(award: Award, decision: stacking.Decision) -> bool:

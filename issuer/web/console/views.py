@@ -25,7 +25,6 @@ from ...models import (
     AuditEntry,
     Award,
     AwardApplication,
-    AwardBadge,
     ConsoleJob,
     ConsoleJobRow,
     Credential,
@@ -331,18 +330,8 @@ def _credential(credential_id: str) -> Credential | Award:
 
 def awards_that_would_fall(credential: Credential) -> list[dict]:
     """Each award counting this badge, and whether it would still hold without it (nothing is changed)."""
-    db = get_session()
-    rules = current_app.extensions["issuer.rules"]
-    out = []
-    ids = db.scalars(select(AwardBadge.award_id).where(AwardBadge.badge_id == credential.credential_url)
-                     .distinct()).all()
-    for award_id in sorted(ids):
-        award = db.get(Award, award_id)
-        if award is None or award.revoked_at is not None:
-            continue
-        decision = revocation.reevaluate(db, rules, award, without=credential.credential_url)
-        out.append({"award": award, "falls": not revocation.still_holds(award, decision)})
-    return out
+    found = revocation.awards_without(get_session(), current_app.extensions["issuer.rules"], credential)
+    return [{"award": award, "falls": not holds} for award, _, holds in found]
 
 
 @bp.route("/credentials/<credential_id>/revoke", methods=["GET", "POST"])
