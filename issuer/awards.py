@@ -9,6 +9,7 @@ badge is counted twice in one pathway.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -198,7 +199,6 @@ def evaluate_badges(session: Session, ctx: IssuerContext, verifier: Verifier, ap
         theme = profile.get("theme")
         if theme and theme not in themes and profile.get("theme_name"):
             themes[theme] = {"en": profile["theme_name"], "zh-Hant": profile["theme_name"]}
-        used = session.scalars(select(AwardBadge.pathway).where(AwardBadge.badge_id == badge_id)).all()
         badges.append(stacking.Badge(
             id=badge_id,
             name=profile.get("name") or credential.get("name") or badge_id,
@@ -211,9 +211,16 @@ def evaluate_badges(session: Session, ctx: IssuerContext, verifier: Verifier, ap
             qf_level=profile.get("qf_level"),
             awarded=_award_date(credential) or date.min,
             problem=problem or (None if _award_date(credential) else "has no award date"),
-            used_in=frozenset(used),
         ))
         submitted[badge_id] = item
+    # Which pathways already counted each badge: one query for the whole application, not one a badge.
+    used: dict[str, set[str]] = {}
+    ids = [badge.id for badge in badges]
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        for badge_id, pathway in session.execute(select(AwardBadge.badge_id, AwardBadge.pathway)
+                                                 .where(AwardBadge.badge_id.in_(ids[start:start + 500]))):
+            used.setdefault(badge_id, set()).add(pathway)
+    badges = [dataclasses.replace(badge, used_in=frozenset(used.get(badge.id, ()))) for badge in badges]
     return Evaluated(badges, submitted, themes)
 
 

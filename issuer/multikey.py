@@ -6,6 +6,8 @@ the raw public key: 0xed 0x01 for Ed25519 (32 bytes), 0x80 0x24 for a compressed
 
 from __future__ import annotations
 
+import functools
+
 import base58
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -47,6 +49,16 @@ def p256_to_multibase(public_key: ec.EllipticCurvePublicKey) -> str:
 
 def public_key_from_multibase(value: str) -> ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey:
     """Decode an Ed25519 or P-256 Multikey `publicKeyMultibase`."""
+    if not isinstance(value, str):
+        raise MultikeyError("publicKeyMultibase must be a string")
+    # Real keys are 48-50 characters; a stranger's long text is decoded (and refused) without caching.
+    return _decode_multikey(value) if len(value) <= 64 else _decode_multikey.__wrapped__(value)
+
+
+# A key object is a pure function of its text and immutable: every verification of our badges names the
+# same few keys, and base58 decoding them each time was a tenth of a badge's verification.
+@functools.lru_cache(maxsize=256)
+def _decode_multikey(value: str) -> ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey:
     raw = b58btc_decode(value)
     if raw[:2] == ED25519_PUB_HEADER:
         if len(raw) != 34:

@@ -170,11 +170,14 @@ def verify_proof(
     loader: Loader | None = None,
     *,
     expected_purpose: str | None = "assertionMethod",
+    document_hash: bytes | None = None,
 ) -> None:
     """Check one Data Integrity proof of a secured document; raises ProofError unless it is valid.
 
     `document` is the whole secured document (all its proofs are left out of the document hash);
-    `public_key` is the key the caller found for `proof["verificationMethod"]`.
+    `public_key` is the key the caller found for `proof["verificationMethod"]`. `document_hash`, when
+    the caller already has it, is `fastld.canonical_hash` of the document without its proofs; it is used
+    for an eddsa-rdfc-2022 proof whose @context is the document's own.
     """
     if not isinstance(document, dict) or "@context" not in document:
         raise ProofError("document must be a JSON-LD object with an @context")
@@ -204,7 +207,12 @@ def verify_proof(
     config = {k: v for k, v in proof.items() if k != "proofValue"}
     config["@context"] = context
 
+    fast = suite == EDDSA_RDFC_2022
+    if fast and document_hash is not None and context == _context_list(document["@context"]):
+        data = _canonical_hash(config, "proof configuration", loader, fast) + document_hash
+    else:
+        data = _hash_data(unsecured, config, loader, fast=fast)
     try:
-        public_key.verify(signature, _hash_data(unsecured, config, loader, fast=suite == EDDSA_RDFC_2022))
+        public_key.verify(signature, data)
     except InvalidSignature:
         raise ProofError("signature does not match the document and proof configuration") from None

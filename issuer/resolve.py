@@ -69,6 +69,9 @@ class KeyResolver:
         self._fetch = fetch or (lambda url: fetch_json(url, policy=self.policy))
         self._cache: dict[str, dict] = {}
         self.max_cached = max_cached
+        # did:web methods already resolved by this resolver (it lives for one request or run, like _cache):
+        # a 60-badge application names the same key 120 times.
+        self._resolved: dict[str, ResolvedKey] = {}
 
     # -- public API -------------------------------------------------------------------------------------
     def resolve(self, verification_method: str) -> ResolvedKey:
@@ -109,6 +112,7 @@ class KeyResolver:
                 raise KeyResolutionError(f"cannot fetch {url}: {exc}") from None
             while len(self._cache) >= self.max_cached:
                 self._cache.pop(next(iter(self._cache)))
+                self._resolved.clear()  # a method remembered from the evicted document goes with it
             self._cache[url] = document
         return self._cache[url]
 
@@ -143,6 +147,15 @@ class KeyResolver:
 
     # -- method forms -----------------------------------------------------------------------------------
     def _resolve_did_web(self, verification_method: str) -> ResolvedKey:
+        known = self._resolved.get(verification_method)
+        if known is not None:
+            return known
+        key = self._resolve_did_web_afresh(verification_method)
+        if len(self._resolved) < self.max_cached:
+            self._resolved[verification_method] = key
+        return key
+
+    def _resolve_did_web_afresh(self, verification_method: str) -> ResolvedKey:
         did, _, fragment = verification_method.partition("#")
         if not fragment:
             raise KeyResolutionError(f"{verification_method} names no key: a did:web method needs a "

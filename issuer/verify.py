@@ -123,6 +123,9 @@ class _State:
     jwt_key: PublicKey | None = None
     warnings: list[str] = field(default_factory=list)
     status_lists: StatusListSource | None = None
+    # SHA-256 of the fast path's canonical form of the credential without its proofs, from check_jsonld:
+    # the proof check hashes that same document (for the proof's own contexts), so it is done once.
+    unproven_hash: bytes | None = None
 
     @property
     def issuer_id(self) -> str | None:
@@ -269,7 +272,10 @@ def check_jsonld(state: _State) -> Check:
     unproven = {k: v for k, v in doc.items() if k != "proof"}
     # A document the fast path accepts has only defined terms and absolute IRIs from bundled contexts, so
     # it passes the check below (tests/test_fastld.py asserts this over its corpus): skip pyld's expansion.
-    if fastld.explain(unproven, state.loader) is None:
+    digest = fastld.canonical_hash(unproven, state.loader)
+    if digest is not None:
+        if doc is state.credential:
+            state.unproven_hash = digest
         return Check("jsonld", True, "every term and type is defined by known contexts")
     try:
         jsonld.check_safe(unproven, state.loader)
@@ -330,11 +336,22 @@ def _verify_one_proof(state: _State, doc: dict, proof: Any, label: str, *,
         key = state.resolver.resolve(proof.get("verificationMethod") if isinstance(proof, dict) else None)
         if not isinstance(key.public_key, Ed25519PublicKey):
             raise proofs.ProofError(f"{key.id} is not an Ed25519 key")
-        memo = _proof_memo_key(doc, proof, key.public_key) if remember and state.loader is None else None
+        if remember and state.loader is None:
+            raw = key.public_key.public_bytes_raw()
+            # The very object verified before (our list sources hand out one parsed document per list
+            # version): no need even to digest it again.
+            if _VERIFIED_PROOFS.seen_object(doc, proof, raw):
+                return key, ""
+            memo = _proof_memo_key(doc, proof, key.public_key)
+        else:
+            memo = None
         if memo is None or not _VERIFIED_PROOFS.seen(memo):
-            proofs.verify_proof(doc, proof, key.public_key, state.loader)
+            proofs.verify_proof(doc, proof, key.public_key, state.loader,
+                                document_hash=state.unproven_hash if doc is state.credential else None)
             if memo is not None:
                 _VERIFIED_PROOFS.add(memo)
+        if memo is not None:
+            _VERIFIED_PROOFS.add_object(doc, proof, raw)
     except (KeyResolutionError, proofs.ProofError) as exc:
         return None, f"{label}: {exc}"
     except Exception as exc:  # a surprise in one proof fails that proof, not the whole check
@@ -348,7 +365,21 @@ class _VerifiedProofs:
     def __init__(self, size: int = 512) -> None:
         self.size = size
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        # id(document) -> (document, proof, key bytes). The entry holds the objects themselves, so an id
+        # is never reused while its entry lives; shared list documents are never mutated.
+        self._objects: OrderedDict[int, tuple[dict, Any, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def seen_object(self, doc: dict, proof: Any, key: bytes) -> bool:
+        with self._lock:
+            hit = self._objects.get(id(doc))
+            return hit is not None and hit[0] is doc and hit[1] is proof and hit[2] == key
+
+    def add_object(self, doc: dict, proof: Any, key: bytes) -> None:
+        with self._lock:
+            self._objects[id(doc)] = (doc, proof, key)
+            while len(self._objects) > 64:
+                self._objects.popitem(last=False)
 
     def seen(self, key: bytes) -> bool:
         with self._lock:
@@ -366,6 +397,7 @@ class _VerifiedProofs:
     def clear(self) -> None:
         with self._lock:
             self._seen.clear()
+            self._objects.clear()
 
 
 _VERIFIED_PROOFS = _VerifiedProofs()

@@ -254,3 +254,37 @@ def test_the_decoded_list_cache_answers_by_the_encoded_text():
     for _ in range(2):
         assert status.read_status(entry, listing(clear)) == 0
         assert status.read_status(entry, listing(one)) == 1
+
+
+def _nonces(response) -> tuple[set[str], str]:
+    import re
+
+    text = response.get_data(as_text=True)
+    header = response.headers["Content-Security-Policy"]
+    return set(re.findall(r'<script nonce="([^"]+)"', text)), re.search(r"'nonce-([^']+)'", header).group(1)
+
+
+def test_a_reused_page_carries_a_fresh_nonce_each_time(client, issue_token):
+    """The rendered page is reused like its verdict; its scripts' nonce is the response's own each time."""
+    from issuer.web import public
+
+    badge = _issue(client, issue_token)
+    seen = []
+    for _ in range(3):
+        response = client.get(f"/credentials/{badge['id']}", headers={"Accept": "text/html"})
+        in_page, in_header = _nonces(response)
+        assert in_page <= {in_header}  # any script of the page carries this response's nonce
+        assert public._NONCE_PLACEHOLDER not in response.get_data(as_text=True)
+        seen.append(in_header)
+    assert len(set(seen)) == 3
+
+
+def test_a_reused_page_is_kept_per_language(client, issue_token):
+    badge = _issue(client, issue_token)
+    english = client.get(f"/credentials/{badge['id']}", headers={"Accept": "text/html"}).get_data(as_text=True)
+    chinese = client.get(f"/credentials/{badge['id']}?lang=zh-Hant",
+                         headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert 'lang="en"' in english and 'lang="zh-Hant"' in chinese
+    again = client.get(f"/credentials/{badge['id']}", headers={"Accept": "text/html",
+                                                               "Accept-Language": "zh-HK"}).get_data(as_text=True)
+    assert 'lang="zh-Hant"' in again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -12,7 +13,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from ..credentials import read_profile
 from ..db import get_session
 from ..identity import get_context, get_verifier
 from ..models import Achievement, Award, Credential, StatusList, utcnow
+from .security import csp_nonce
 
 bp = Blueprint("public", __name__)
 # Every page for people is rendered in the reader's language: set that up once, with the public pages.
@@ -64,9 +66,7 @@ def credential(public_id: str):
     kind = negotiate()
     if kind != "text/html":
         return _stored(row, kind)
-    page = credential_page(row)
-    response = Response(render_template("credential.html", row=row, page=page, ctx=get_context()),
-                        mimetype="text/html")
+    response = Response(_page_html(row), mimetype="text/html")
     # Same URL as the JSON, and the verdict is computed afresh each time: caches must ask again.
     response.headers["Vary"] = "Accept"
     response.headers["Cache-Control"] = "no-cache"
@@ -143,7 +143,8 @@ PAGE_VERDICT_ENTRIES = 2048
 
 
 class _VerdictCache:
-    def __init__(self) -> None:
+    def __init__(self, size: int = PAGE_VERDICT_ENTRIES) -> None:
+        self.size = size
         self._entries: OrderedDict[tuple, tuple[float, dict]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -161,7 +162,7 @@ class _VerdictCache:
     def put(self, key: tuple, verdict: dict) -> None:
         with self._lock:
             self._entries[key] = (time.monotonic() + PAGE_VERDICT_TTL, verdict)
-            while len(self._entries) > PAGE_VERDICT_ENTRIES:
+            while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
 
 
@@ -204,6 +205,29 @@ def _verdict(row: Credential | Award, document: dict | None) -> dict:
     if key is not None:
         cache.put(key, found)
     return found
+
+
+# The rendered page is reused like its verdict, for the same verdict key, language and query string (the
+# language switch's links repeat the query). Rendering is most of a page's cost. It is rendered with a
+# placeholder nonce, replaced by the response's own fresh nonce each time it is served.
+PAGE_HTML_ENTRIES = 512  # about 25 KB each
+_NONCE_PLACEHOLDER = "nonce-" + secrets.token_urlsafe(24)
+
+
+def _page_html(row: Credential | Award) -> str:
+    key = _verdict_key(row, _stored_document(row))
+    page_key = (key, i18n.current_language(), request.query_string) if key is not None else None
+    cache = current_app.extensions.setdefault("issuer.page_html", _VerdictCache(PAGE_HTML_ENTRIES))
+    html = cache.get(page_key) if page_key is not None else None
+    if html is None:
+        g._csp_nonce = _NONCE_PLACEHOLDER
+        try:
+            html = render_template("credential.html", row=row, page=credential_page(row), ctx=get_context())
+        finally:
+            g.pop("_csp_nonce", None)
+        if page_key is not None:
+            cache.put(page_key, html)
+    return html.replace(_NONCE_PLACEHOLDER, csp_nonce())
 
 
 def _verification(row: Credential | Award, document: dict | None) -> dict:
