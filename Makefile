@@ -22,9 +22,11 @@ tests/interop/node_modules/.package-lock.json: tests/interop/package-lock.json
 fonts/NotoSansTC-Regular.ttf: scripts/fetch_fonts.py | $(VENV)/.installed
 	$(BIN)/python scripts/fetch_fonts.py
 
+# A development instance: `issuer init` makes plaintext keys, which only a development instance may use
+# (in production set ISSUER_KEY_PASSPHRASE and leave ISSUER_DEVELOPMENT unset; docs/keys.md).
 serve: $(VENV)/.installed fonts/NotoSansTC-Regular.ttf
 	$(BIN)/issuer init
-	$(BIN)/issuer serve
+	ISSUER_DEVELOPMENT=$${ISSUER_DEVELOPMENT:-1} $(BIN)/issuer serve
 
 test: $(VENV)/.installed fonts/NotoSansTC-Regular.ttf tests/interop/node_modules/.package-lock.json
 	@sh scripts/install_browser.sh

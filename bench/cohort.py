@@ -173,7 +173,8 @@ def one_run(db: str, workers: str, csv_path: Path, rows: int, pg: str, keep: boo
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         url = f"{pg}{'&' if '?' in pg else '?'}options=-csearch_path%3D{schema}"
     env = {**os.environ, "ISSUER_DATABASE_URL": url, "ISSUER_KEY_DIR": str(tmp / "keys"),
-           "ISSUER_OUTBOX_DIR": str(tmp / "outbox"), "ISSUER_BASE_URL": "http://127.0.0.1:5000"}
+           "ISSUER_OUTBOX_DIR": str(tmp / "outbox"), "ISSUER_BASE_URL": "http://127.0.0.1:5000",
+           "ISSUER_DEVELOPMENT": "1"}
     try:
         init = subprocess.run([str(ISSUER), "init", "--no-token"], env=env, capture_output=True, text=True)
         if init.returncode:
@@ -211,9 +212,10 @@ def per_row_rate(rows: int, csv_path: Path) -> dict:
     in this process on a fresh SQLite database, for comparison: badges/s, extrapolated to 100,000."""
     tmp = Path(tempfile.mkdtemp(prefix="cohort-per-row-"))
     env = {**os.environ, "ISSUER_DATABASE_URL": f"sqlite:///{tmp / 'issuer.sqlite'}",
-           "ISSUER_KEY_DIR": str(tmp / "keys"), "ISSUER_OUTBOX_DIR": str(tmp / "outbox")}
+           "ISSUER_KEY_DIR": str(tmp / "keys"), "ISSUER_OUTBOX_DIR": str(tmp / "outbox"),
+           "ISSUER_DEVELOPMENT": "1"}
     subprocess.run([str(ISSUER), "init", "--no-token"], env=env, capture_output=True, check=True)
-    for name in ("ISSUER_DATABASE_URL", "ISSUER_KEY_DIR", "ISSUER_OUTBOX_DIR"):
+    for name in ("ISSUER_DATABASE_URL", "ISSUER_KEY_DIR", "ISSUER_OUTBOX_DIR", "ISSUER_DEVELOPMENT"):
         os.environ[name] = env[name]
     from issuer import create_app, issuing
     from issuer.identity import get_context

@@ -120,6 +120,10 @@ class Server:
                     "ISSUER_OUTBOX_DIR": f"{tmp}/outbox", "ISSUER_SECRET_KEY": "bench-" + tmp.name,
                     "PYTHONPATH": str(tree)}
         self.env.pop("ISSUER_KEY_PASSPHRASE", None)
+        self.env["ISSUER_DEVELOPMENT"] = "1"  # plaintext throwaway keys: only a development instance starts
+        # Every load client comes from 127.0.0.1: the per-address limits would measure the limiter, not the
+        # service (bench/scaleout.py starts its instances through this class too).
+        self.env["ISSUER_RATE_LIMITS"] = "off"
         self.tree = tree
         self.command = [str(Path(sys.executable).parent / "gunicorn"), "-w", str(workers), "-k", worker_class,
                         "--threads", str(threads), "-b", f"127.0.0.1:{self.port}", "--backlog", "2048",

@@ -107,6 +107,7 @@ def http_figures(requests_total: int, concurrency: int) -> list[tuple[str, float
         env = {**os.environ, "ISSUER_DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite", "ISSUER_KEY_DIR": f"{tmp}/keys",
                "ISSUER_BASE_URL": f"http://127.0.0.1:{port}", "ISSUER_OUTBOX_DIR": f"{tmp}/outbox"}
         env.pop("ISSUER_KEY_PASSPHRASE", None)
+        env["ISSUER_DEVELOPMENT"] = "1"  # plaintext throwaway keys: only a development instance starts
         issuer_bin = str(Path(sys.executable).parent / "issuer")
         out = subprocess.run([issuer_bin, "init"], env=env, capture_output=True, text=True, check=True).stdout
         token = next(line for line in out.splitlines() if "Admin API token" in line).rsplit(": ", 1)[1]

@@ -12,7 +12,6 @@ import base64
 import dataclasses
 import hashlib
 import json
-import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from . import credentials as docs
 from . import mail, qr, revocation, stacking, vcjwt
-from .issuing import IssuerContext, serialise, sign
+from .issuing import IssuerContext, new_public_id, serialise, sign
 from .models import Achievement, AuditEntry, Award, AwardBadge, Credential, utcnow
 from .verify import Verifier
 
@@ -187,7 +186,8 @@ def evaluate_badges(session: Session, ctx: IssuerContext, verifier: Verifier, ap
         problem = None
         recipient = result.check("recipient")
         if app.email and recipient is not None and recipient.ok is False:
-            problem = "issued to someone else: the recipient does not match " + app.email
+            # Never the address itself: this reason is shown on pages and in API answers.
+            problem = "issued to someone else: it was not issued to the email address given"
         elif app.holder and app.holder not in subject_ids:
             problem = "issued to someone else: its credentialSubject.id is not the presentation's holder"
         elif not result.verified:
@@ -385,7 +385,7 @@ def claim(session: Session, ctx: IssuerContext, rules: stacking.RuleSet, verifie
         return ClaimOutcome(None, False, report)
 
     now = (now or utcnow()).replace(microsecond=0)
-    public_id = secrets.token_urlsafe(16)
+    public_id = new_public_id()
     # The first write of the transaction (revocation.allocate rolls back and redraws on a clash).
     entry = revocation.allocate(session, ctx.base_url, "award", public_id)
     unsigned = award_document(ctx, rules, report, evaluated, app, public_id, now, entry)

@@ -67,8 +67,14 @@ def init_command(catalogue_file: Path | None, no_token: bool) -> None:
     key_dir = Path(app.config["ISSUER_KEY_DIR"])
     jwt_algorithm = app.config["ISSUER_JWT_ALGORITHM"]
     if not keyring_exists(app.config):
-        KeyRing.create(key_dir, app.config.get("ISSUER_KEY_PASSPHRASE"), algorithms=("Ed25519", jwt_algorithm))
-        click.echo(f"generated signing keys in {key_dir}")
+        passphrase = app.config.get("ISSUER_KEY_PASSPHRASE")
+        KeyRing.create(key_dir, passphrase, algorithms=("Ed25519", jwt_algorithm))
+        if passphrase:
+            click.echo(f"generated signing keys in {key_dir} (encrypted with ISSUER_KEY_PASSPHRASE)")
+        else:
+            click.echo(f"generated development keys in {key_dir}: not encrypted, so the service starts with "
+                       "them only when ISSUER_DEVELOPMENT=1 (for production set ISSUER_KEY_PASSPHRASE and "
+                       "run `issuer keys encrypt`)")
     else:
         keyring = KeyRing.load(key_dir, app.config.get("ISSUER_KEY_PASSPHRASE"))
         if not any(k.algorithm == jwt_algorithm and k.status == "current" for k in keyring.all()):
@@ -119,6 +125,13 @@ def serve_command(host: str, port: int) -> None:
     app = current_app._get_current_object()
     if not keyring_exists(app.config):
         raise click.ClickException("no signing keys yet: run `issuer init` first")
+    from . import check_keys
+    from .keys import KeyStorageError
+
+    try:
+        check_keys(app)  # the same start-up check as gunicorn's create_app()
+    except KeyStorageError as exc:
+        raise click.ClickException(str(exc)) from None
     from werkzeug.serving import run_simple
 
     click.echo(f"serving {app.config['ISSUER_BASE_URL']} on http://{host}:{port}/ (Ctrl-C stops)")
@@ -272,6 +285,9 @@ def keys_list() -> None:
     ctx = get_context()
     for key in ctx.keyring.all():
         click.echo(f"{key.status:8} {key.algorithm:8} {key.created}  {ctx.did}#{key.kid}")
+    for gone in ctx.keyring.withdrawn():  # compromised: no longer published, listed so nobody forgets
+        click.echo(f"withdrawn {gone.get('algorithm', '?'):7} {gone.get('withdrawn', '?')}  {ctx.did}#{gone['kid']}"
+                   f"  ({gone.get('reason', '')})")
 
 
 @keys_group.command("rotate")
@@ -280,25 +296,261 @@ def keys_list() -> None:
 @with_appcontext
 def keys_rotate(algorithm: str | None) -> None:
     """Make new current keys; the old ones stay published, so badges they signed keep verifying."""
-    app = current_app
+    from .identity import rotate_keys
+
+    did = get_context().did
+    try:
+        new_keys = rotate_keys(current_app, [algorithm] if algorithm else None, actor=actor())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for key in new_keys:
+        click.echo(f"new current {key.algorithm} key: {did}#{key.kid}")
+
+
+def _backup_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
+    """The backup's passphrase: the first line of --passphrase-file, or typed at the terminal."""
+    if passphrase_file is not None:
+        lines = passphrase_file.read_text(encoding="utf-8").splitlines()
+        passphrase = lines[0] if lines else ""
+    else:
+        passphrase = click.prompt("Backup passphrase", hide_input=True, confirmation_prompt=confirm)
+    if not passphrase:
+        raise click.ClickException("the backup passphrase is empty")
+    return passphrase
+
+
+@keys_group.command("export")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The backup file to write (mode 0600; refused if it exists).")
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Read the backup passphrase from this file's first line instead of asking for it.")
+@with_appcontext
+def keys_export(out: Path, passphrase_file: Path | None) -> None:
+    """Write an encrypted backup of the whole key ring (every key, current and retired)."""
+    from .keys import MIN_BACKUP_PASSPHRASE, write_private_file
+
+    if out.exists():
+        raise click.ClickException(f"{out} already exists; choose a new file for each backup")
+    passphrase = _backup_passphrase(passphrase_file, confirm=True)
+    if len(passphrase) < MIN_BACKUP_PASSPHRASE:
+        raise click.ClickException(f"the backup passphrase must be at least {MIN_BACKUP_PASSPHRASE} characters")
     ctx = get_context()
-    algorithms = [algorithm] if algorithm else sorted({k.algorithm for k in ctx.keyring.all()
-                                                       if k.status == "current"})
-    for alg in algorithms:
-        key = ctx.keyring.rotate(alg)
-        click.echo(f"new current {alg} key: {ctx.did}#{key.kid}")
+    data = ctx.keyring.export_backup(passphrase)
+    write_private_file(out, data)
     session = get_session()
-    issuing.store_identity(session, ctx, actor=actor())
-    session.add(AuditEntry(actor=actor(), action="key.rotate", subject=ctx.did, detail={"algorithms": algorithms}))
+    kids = [k.kid for k in ctx.keyring.all()]
+    session.add(AuditEntry(actor=actor(), action="key.export", subject=ctx.did,
+                           detail={"kids": kids, "file": out.name}))
+    session.commit()
+    click.echo(f"exported {len(kids)} keys to {out}; keep the file and its passphrase apart, both offline")
+
+
+@keys_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Read the backup passphrase from this file's first line instead of asking for it.")
+@with_appcontext
+def keys_import(file: Path, passphrase_file: Path | None) -> None:
+    """Restore a key ring from a backup into an empty key directory (ISSUER_KEY_DIR), encrypting each key
+    with this instance's ISSUER_KEY_PASSPHRASE. Then run `issuer init`."""
+    from .keys import BackupError, import_backup, read_backup
+    from .models import PublicKey
+
+    app = current_app
+    passphrase = _backup_passphrase(passphrase_file, confirm=False)
+    try:
+        backup = read_backup(file.read_bytes(), passphrase)
+    except BackupError as exc:
+        raise click.ClickException(f"{file}: {exc}; nothing was written") from None
+    migrate(app.extensions["issuer.engine"])  # a fresh instance: the audit log needs its table
+    session = get_session()
+    withdrawn = set(session.scalars(select(PublicKey.kid).where(PublicKey.status == "compromised")))
+    key_dir = Path(app.config["ISSUER_KEY_DIR"])
+    try:
+        ring, written = import_backup(backup, key_dir, app.config.get("ISSUER_KEY_PASSPHRASE"),
+                                      withdrawn=withdrawn)
+    except BackupError as exc:
+        raise click.ClickException(f"{exc}; nothing was written") from None
+    if not written:
+        click.echo(f"{key_dir} already holds this key ring; nothing to do")
+        return
+    skipped = sorted(set(backup.kids()) - {k.kid for k in ring.all()})
+    session.add(AuditEntry(actor=actor(), action="key.import", subject=str(key_dir),
+                           detail={"kids": [k.kid for k in ring.all()], "skipped_withdrawn": skipped}))
     session.commit()
     reset_context(app)
+    for kid in skipped:
+        click.echo(f"not restored: {kid} was withdrawn as compromised")
+    how = "encrypted with ISSUER_KEY_PASSPHRASE" if ring.encrypted else "NOT encrypted (development)"
+    click.echo(f"imported {len(ring.all())} keys into {key_dir}, {how}; now run `issuer init`")
+
+
+@keys_group.command("encrypt")
+@with_appcontext
+def keys_encrypt() -> None:
+    """Encrypt plaintext key files with ISSUER_KEY_PASSPHRASE (development keys made production keys)."""
+    from .keys import KeyLoadError, plaintext_key_files
+
+    app = current_app
+    passphrase = app.config.get("ISSUER_KEY_PASSPHRASE")
+    if not passphrase:
+        raise click.ClickException("set ISSUER_KEY_PASSPHRASE to the passphrase the keys should be encrypted with")
+    key_dir = Path(app.config["ISSUER_KEY_DIR"])
+    if keyring_exists(app.config) and not plaintext_key_files(key_dir):
+        raise click.ClickException(f"the keys in {key_dir} are already encrypted; to change the passphrase, "
+                                   "export them and import them with the new one (docs/keys.md)")
+    try:
+        ring = KeyRing.load(key_dir, None)
+    except KeyLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    ring.encrypt(passphrase)
+    session = get_session()
+    session.add(AuditEntry(actor=actor(), action="key.encrypt", subject=str(key_dir),
+                           detail={"kids": [k.kid for k in ring.all()]}))
+    session.commit()
+    reset_context(app)
+    click.echo(f"encrypted {len(ring.all())} keys in {key_dir} with ISSUER_KEY_PASSPHRASE")
+
+
+def _signed_by(text: str | None, jwt: str | None, kid: str) -> tuple[bool, bool]:
+    """Whether a stored document's proof, and its VC-JWT, were made with key `kid`."""
+    from .keys import b64url_decode
+
+    by_proof = False
+    if text:
+        proofs = json.loads(text).get("proof") or []
+        for proof in proofs if isinstance(proofs, list) else [proofs]:
+            if isinstance(proof, dict) and str(proof.get("verificationMethod", "")).rsplit("#", 1)[-1] == kid:
+                by_proof = True
+    by_jwt = False
+    if jwt:
+        try:
+            header = json.loads(b64url_decode(jwt.split(".", 1)[0]))
+            by_jwt = isinstance(header, dict) and str(header.get("kid", "")).rsplit("#", 1)[-1] == kid
+        except ValueError:
+            by_jwt = False
+    return by_proof, by_jwt
+
+
+def _affected(session, kid: str):
+    """Badges and awards with a proof or VC-JWT by `kid`, with which of the two it signed."""
+    from .models import Award, Credential
+
+    for model in (Credential, Award):
+        for row in session.scalars(select(model).order_by(model.created_at)):
+            by_proof, by_jwt = _signed_by(row.document, row.jwt, kid)
+            if by_proof or by_jwt:
+                yield row, by_proof, by_jwt
+
+
+def _wallet_copies_by(session, kid: str) -> int:
+    """Holder-bound copies (JSON with a proof, or a compact JWT) signed by `kid`."""
+    from .models import WalletCopy
+
+    count = 0
+    for stored in session.scalars(select(WalletCopy.document)):
+        by_proof, by_jwt = (_signed_by(stored, None, kid) if stored.lstrip().startswith("{")
+                            else _signed_by(None, stored.strip(), kid))
+        count += by_proof or by_jwt
+    return count
+
+
+@keys_group.command("withdraw")
+@click.argument("kid")
+@click.option("--reason", required=True, help="Why (e.g. \"key file found in a leaked backup\"); audited.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def keys_withdraw(kid: str, reason: str, yes: bool) -> None:
+    """Withdraw a compromised key: it leaves did.json and jwks.json and its private file is deleted, so
+    everything it signed stops verifying. Rotate it first if it is current; re-issue afterwards."""
+    from sqlalchemy import update
+
+    from .models import PublicKey, StatusList, utcnow
+
+    app = current_app
+    ctx = get_context()
+    key = ctx.keyring.find(kid)
+    if key is None:
+        raise click.ClickException(f"no key {kid} in the key ring (see `issuer keys list`)")
+    if key.status == "current":
+        raise click.ClickException(f"{key.kid} is the current {key.algorithm} key: run `issuer keys rotate "
+                                   f"--algorithm {key.algorithm}` first, then withdraw it")
+    session = get_session()
+    badges = awards = 0
+    for row, _, _ in _affected(session, key.kid):
+        if row.__tablename__ == "awards":
+            awards += 1
+        else:
+            badges += 1
+    copies = _wallet_copies_by(session, key.kid)
+    if not yes:
+        click.confirm(f"Withdraw {key.algorithm} key {key.kid}? {badges} badges and {awards} awards it signed "
+                      "will stop verifying until they are re-issued", abort=True)
+    ctx.keyring.withdraw(key.kid, reason=reason)
+    row = session.get(PublicKey, key.kid)
+    if row is not None:
+        row.status = "compromised"
+        row.retired_at = row.retired_at or utcnow()
+    # Cached status lists may carry a proof by this key: drop the builds so the next request re-signs them.
+    session.execute(update(StatusList).values(document=None, built_version=None, built_at=None))
+    session.add(AuditEntry(actor=actor(), action="key.withdraw", subject=f"{ctx.did}#{key.kid}",
+                           detail={"algorithm": key.algorithm, "reason": reason, "badges": badges,
+                                   "awards": awards, "wallet_copies": copies}))
+    session.commit()
+    reset_context(app)
+    click.echo(f"withdrawn: {ctx.did}#{key.kid} ({key.algorithm}); restart every instance so that it is no "
+               "longer published")
+    click.echo(f"signed by it: {badges} badges, {awards} awards, {copies} wallet copies")
+    if badges or awards:
+        click.echo(f"re-issue them: issuer keys reissue --signed-by {key.kid}")
+
+
+@keys_group.command("reissue")
+@click.option("--signed-by", "kid", required=True, help="The withdrawn key whose signatures are replaced.")
+@with_appcontext
+def keys_reissue(kid: str) -> None:
+    """Re-sign, with the current keys, every badge and award whose proof or VC-JWT was made by a withdrawn
+    key: same id, URL, content and status entry, a new proof. Learners download their badge again."""
+    from . import vcjwt
+    from .issuing import serialise, sign
+    from .models import utcnow
+
+    ctx = get_context()
+    kid = kid.rsplit("#", 1)[-1]
+    if ctx.keyring.find(kid) is not None:
+        raise click.ClickException(f"{kid} is still in the key ring: withdraw it first "
+                                   f"(issuer keys withdraw {kid} --reason ...)")
+    if kid not in {w["kid"] for w in ctx.keyring.withdrawn()}:
+        raise click.ClickException(f"{kid} is not a withdrawn key of this issuer (see `issuer keys list`)")
+    session = get_session()
+    stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = 0
+    for row, by_proof, by_jwt in list(_affected(session, kid)):
+        unsigned = json.loads(row.document)
+        unsigned.pop("proof", None)
+        old_sha = row.document_sha256
+        if by_proof:
+            row.document = serialise(sign(ctx, unsigned, stamp))
+            row.document_sha256 = hashlib.sha256(row.document.encode("utf-8")).hexdigest()
+        if by_jwt:
+            key = ctx.keyring.current(ctx.jwt_algorithm)
+            row.jwt = vcjwt.sign_vc_jwt(unsigned, key, f"{ctx.did}#{key.kid}")
+        session.add(AuditEntry(actor=actor(), action="credential.reissue", subject=row.credential_url,
+                               detail={"withdrawn_kid": kid, "old_sha256": old_sha,
+                                       "sha256": row.document_sha256, "jwt": by_jwt}))
+        done += 1
+        if done % 500 == 0:
+            session.commit()
+    session.commit()
+    click.echo(f"re-issued {done} badges and awards signed by {kid}; their URLs are unchanged")
 
 
 token_group = click.Group("token", help="API tokens.")
 
 
 @token_group.command("create")
-@click.option("--scopes", required=True, help="Comma- or space-separated: issue, revoke, admin.")
+@click.option("--scopes", required=True,
+              help="Comma- or space-separated: issue, revoke, catalogue, keys, admin (every scope).")
 @click.option("--name", default="api", show_default=True, help="Who or what the token is for.")
 @with_appcontext
 def token_create(scopes: str, name: str) -> None:
@@ -311,6 +563,34 @@ def token_create(scopes: str, name: str) -> None:
     session.add(AuditEntry(actor=actor(), action="token.create", subject=name, detail={"scopes": row.scopes}))
     session.commit()
     click.echo(secret)
+
+
+@token_group.command("list")
+@with_appcontext
+def token_list() -> None:
+    """Every token: id, name, scopes, created, last used, revoked (never the secret or its hash)."""
+    from .tokens import list_tokens, token_view
+
+    for view in map(token_view, list_tokens(get_session())):
+        state = f"revoked {view['revoked']}" if view["revoked"] else "active"
+        click.echo(f"{view['id']:>4}  {view['name'][:30]:30}  {','.join(view['scopes']):28}  "
+                   f"created {view['created']}  last used {view['last_used'] or 'never'}  {state}")
+
+
+@token_group.command("revoke")
+@click.argument("token_id", type=int)
+@with_appcontext
+def token_revoke(token_id: int) -> None:
+    """Revoke a token: the next request that presents it, on any instance, gets 401."""
+    from .tokens import revoke_token
+
+    session = get_session()
+    try:
+        row = revoke_token(session, token_id, actor=actor())
+    except TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    session.commit()
+    click.echo(f"token {row.id} ({row.name}) revoked")
 
 
 @click.command("backup")
@@ -338,7 +618,7 @@ def backup_command(dest: Path) -> None:
     url = app.config["ISSUER_DATABASE_URL"]
     if url.startswith("sqlite:///"):
         target = dest / "database.sqlite"
-        with sqlite3.connect(url[len("sqlite:///"):]) as source, sqlite3.connect(target) as copy:
+        with sqlite3.connect(url[len("sqlite:///"):].partition("?")[0]) as source, sqlite3.connect(target) as copy:
             source.backup(copy)
     for name, data in files.items():
         (dest / name).write_bytes(data)
@@ -355,6 +635,52 @@ def backup_command(dest: Path) -> None:
         "database_url": url.split("@")[-1], "files": manifest}, indent=2))
     counts = ", ".join(f"{len(rows)} {name}" for name, rows in dump.items())
     click.echo(f"backup written to {dest}: {counts}")
+
+
+@click.command("restore")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@with_appcontext
+def restore_command(source: Path) -> None:
+    """Restore a backup made by `issuer backup` (the folder SOURCE) into this new instance.
+
+    The database (SQLite or PostgreSQL, either kind of backup) and the key folder must be empty. The
+    MANIFEST's sha256s are checked before anything is written. Set the same ISSUER_BASE_URL as the backed-up
+    instance (credential URLs are absolute) and its ISSUER_KEY_PASSPHRASE if the keys were encrypted."""
+    from .restore import RestoreError, restore
+
+    app = current_app._get_current_object()
+    try:
+        counts = restore(app.extensions["issuer.engine"], Path(app.config["ISSUER_KEY_DIR"]), source)
+    except RestoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    reset_context(app)
+    summary = ", ".join(f"{count} {name}" for name, count in counts.items() if count)
+    click.echo(f"restored {source}: {summary}")
+
+
+audit_group = click.Group("audit", help="The hash-chained audit log.")
+
+
+@audit_group.command("verify")
+@click.option("--expect", "expected", multiple=True, metavar="SEQ:HASH",
+              help="An entry's hash written down earlier (from a previous run's output); repeatable.")
+@with_appcontext
+def audit_verify(expected: tuple[str, ...]) -> None:
+    """Walk the audit chain: report the first edited, inserted or deleted entry (exit status 1), or
+    "N entries, chain intact" with the head's hash, to keep somewhere else."""
+    from . import audit
+
+    expect = {}
+    for item in expected:
+        seq, _, digest = item.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise click.BadParameter(f"{item!r} is not SEQ:HASH (a number and a sha256 in hex)", param_hint="--expect")
+        expect[int(seq)] = digest.lower()
+    with current_app.extensions["issuer.engine"].connect() as conn:
+        report = audit.verify(conn, expect)
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
 
 
 award_group = click.Group("award", help="Stacked Certificates and Diplomas.")
@@ -505,12 +831,14 @@ def register_commands(app: Flask) -> None:
                     verify_command, keys_group, token_group, backup_command, award_group, revoke_command,
                     mail_group, staff_group, console_group):
         app.cli.add_command(command)
+    app.cli.add_command(audit_group)
+    app.cli.add_command(restore_command)
 
 
 def _create_app():
     from . import create_app
 
-    return create_app()
+    return create_app(command_line=True)  # `issuer serve` checks the keys itself; `issuer keys` repairs them
 
 
 main = FlaskGroup(create_app=_create_app, add_default_commands=False, add_version_option=False,
@@ -563,6 +891,28 @@ def staff_list() -> None:
     for row in get_session().scalars(select(StaffAccount).order_by(StaffAccount.email)):
         how = ("password+totp" if row.totp_secret else "password") if row.password_hash else "sso"
         click.echo(f"{row.email:40} {row.roles.replace(' ', ','):32} {how:14} {'active' if row.active else 'inactive'}")
+
+
+@staff_group.command("reset-link")
+@click.option("--email", required=True)
+@with_appcontext
+def staff_reset_link(email: str) -> None:
+    """Print a password reset link for a local account (good for 24 hours and one new password)."""
+    from . import staff
+    from .web.console import secret_key
+
+    session = get_session()
+    account = staff.find_account(session, email)
+    if account is None:
+        raise click.ClickException(f"no staff account for {email}")
+    try:
+        token = staff.make_reset_token(session, account, secret_key(current_app), actor=actor())
+    except staff.StaffError as exc:
+        raise click.ClickException(str(exc)) from None
+    session.commit()
+    click.echo(f"Password reset link for {account.email} (shown once; it works for {staff.RESET_HOURS} hours "
+               "and for one new password):")
+    click.echo(f"{current_app.config['ISSUER_BASE_URL']}/console/reset/{token}")
 
 
 console_group = click.Group("console", help="The staff console's background work.")

@@ -41,6 +41,7 @@ from sqlalchemy import JSON, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import audit as audit_chain
 from . import issuing, revocation, status
 from .catalogue import CatalogueError
 from .issuing import IssueError, IssuerContext, IssueRequest, RowResult
@@ -300,7 +301,7 @@ class CohortRun:
                 new.append(row)
                 self.in_flight[key] = row.line
         for row, slot in zip(new, self.indexes.draw(len(new)), strict=True):
-            row.public_id, row.slot = secrets.token_urlsafe(16), slot
+            row.public_id, row.slot = issuing.new_public_id(), slot
         return Chunk(rows, now)
 
     def _check_achievement(self, code: str) -> None:
@@ -384,6 +385,8 @@ class CohortRun:
                 copy = session.get_bind().dialect.driver == "psycopg"
                 for model, values in ((StatusEntry, entries), (Credential, credentials), (AuditEntry, audit),
                                       (Notification, outbox)):
+                    if model is AuditEntry:  # chained here: the head is locked from now to the commit
+                        audit_chain.chain_rows(session, values)
                     if copy:
                         _copy(session, model.__table__, values)
                     else:

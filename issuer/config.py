@@ -17,6 +17,9 @@ _SETTINGS: dict[str, tuple[object, type]] = {
     "DATABASE_URL": (None, str),
     "KEY_DIR": (None, str),
     "KEY_PASSPHRASE": (None, str),
+    # A development instance may keep its signing keys unencrypted (TESTING implies it). Without it the
+    # service refuses to start with a plaintext key or keys that other users can read (keys.py).
+    "DEVELOPMENT": (False, bool),
     "NAME": ("HKU SPACE Demo School of Professional and Continuing Education", str),
     "URL": (None, str),
     "EMAIL": ("registry@example.edu.hk", str),
@@ -48,6 +51,11 @@ _SETTINGS: dict[str, tuple[object, type]] = {
     "OIDC_CLIENT_SECRET": (None, str),
     "OIDC_ROLE_CLAIM": ("groups", str),
     "OIDC_ROLE_MAP": ("", str),
+    # Rate limits on the public endpoints (web/limits.py): unset = the defaults there (none under TESTING),
+    # "off", or "verify=120/minute;apply=20/minute;wallet=60/minute". The counters live in memory per
+    # process, or in Redis (redis://127.0.0.1:6379/0) to share them between workers and instances.
+    "RATE_LIMITS": (None, str),
+    "RATELIMIT_STORAGE_URL": ("memory://", str),
 }
 
 
@@ -79,5 +87,7 @@ def load(app, overrides: dict | None = None) -> None:
     trusted = app.config["ISSUER_TRUSTED_ISSUERS"]
     if isinstance(trusted, str):
         app.config["ISSUER_TRUSTED_ISSUERS"] = [d.strip() for d in trusted.split(",") if d.strip()]
+    if app.config.get("TESTING"):
+        app.config["ISSUER_DEVELOPMENT"] = True
     if app.config["ISSUER_JWT_ALGORITHM"] not in ("ES256", "RS256"):
         raise ValueError("ISSUER_JWT_ALGORITHM must be ES256 or RS256")

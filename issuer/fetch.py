@@ -20,8 +20,9 @@ import ipaddress
 import json
 import socket
 import ssl
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 # Module-level so tests can replace them: the DNS lookup (a stub resolver) and the TCP connect (to keep
@@ -42,6 +43,27 @@ class FetchError(Exception):
     """A document could not be fetched safely; the message says why."""
 
 
+class FetchBudget:
+    """Seconds that all the fetches of one request (or command) may take together, across threads.
+
+    The timeout bounds one fetch; without a total, an award application of 200 badges, each naming
+    another slow server (or path), would hold a worker for 200 timeouts.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._spent = 0.0
+        self._lock = threading.Lock()
+
+    def left(self) -> float:
+        with self._lock:
+            return self.seconds - self._spent
+
+    def spend(self, seconds: float) -> None:
+        with self._lock:
+            self._spent += seconds
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
     """What a fetch may do. The defaults are the safe ones: HTTPS, public addresses, small, quick."""
@@ -54,6 +76,8 @@ class FetchPolicy:
     # A private trust store (an intranet CA, or a test's self-signed certificate); None = system CAs.
     ssl_context: ssl.SSLContext | None = None
     user_agent: str = "ob3-issuer-verifier/0.1"
+    # Shared by every fetch made under this policy (one verifier, one request); None = no total.
+    budget: FetchBudget | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -80,7 +104,21 @@ def fetch_json(url: str, *, policy: FetchPolicy | None = None, accept: str = DEF
 def fetch_bytes(url: str, *, policy: FetchPolicy | None = None, accept: str = DEFAULT_ACCEPT) -> bytes:
     """GET ``url`` under ``policy``, following vetted redirects; return the body of the final 200."""
     policy = policy or FetchPolicy()
-    deadline = time.monotonic() + policy.timeout
+    started = time.monotonic()
+    allowed = policy.timeout
+    if policy.budget is not None:
+        allowed = min(allowed, policy.budget.left())
+        if allowed <= 0:
+            raise FetchError(f"{url}: not fetched: this request has used up its {policy.budget.seconds:g} s "
+                             f"for fetching documents")
+    try:
+        return _fetch_following(url, policy, started + allowed, accept)
+    finally:
+        if policy.budget is not None:
+            policy.budget.spend(time.monotonic() - started)
+
+
+def _fetch_following(url: str, policy: FetchPolicy, deadline: float, accept: str) -> bytes:
     current = url
     for _ in range(policy.max_redirects + 1):
         target = _parse_target(current, policy)

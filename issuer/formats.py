@@ -106,18 +106,28 @@ def _from_baked(found: Baked, image: Literal["png", "svg"]) -> Submission:
     return _parse_text(text, image)
 
 
-def parse_json_object(text: str) -> dict:
-    """Strict JSON: one object, no duplicate member names, no NaN/Infinity, at most MAX_DEPTH deep."""
+def loads_strict(text: str) -> Any:
+    """json.loads for text from strangers (request bodies as well as submissions): duplicate member names
+    and nesting deeper than MAX_DEPTH are a FormatError naming the problem; NaN/Infinity and other
+    syntax errors stay a ValueError (json.JSONDecodeError says where)."""
     depth = json_depth(text)
     if depth > MAX_DEPTH:
         raise FormatError(f"JSON is nested too deep ({depth} levels; the limit is {MAX_DEPTH})")
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except _DuplicateKey as exc:
         raise FormatError(f"JSON has a duplicate member name {exc.name!r}") from None
     except RecursionError:
         raise FormatError("JSON is nested too deep") from None
+
+
+def parse_json_object(text: str) -> dict:
+    """Strict JSON: one object, no duplicate member names, no NaN/Infinity, at most MAX_DEPTH deep."""
+    try:
+        value = loads_strict(text)
     except ValueError as exc:
+        if isinstance(exc, FormatError):
+            raise
         if text[:1] not in "{[\"-0123456789tfn":
             raise FormatError("submission is neither JSON nor a compact JWS (VC-JWT)") from None
         raise FormatError(f"submission is not valid JSON: {exc}") from None
@@ -176,7 +186,7 @@ def _check_jws_header(token: str) -> None:
     segment = token.split(".", 1)[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: a header nested absurdly deep
         raise FormatError("looks like a compact JWS but its header is not base64url JSON") from None
     if not isinstance(header, dict) or "alg" not in header:
         raise FormatError("looks like a compact JWS but its header has no alg")

@@ -37,18 +37,53 @@ def load_context(config) -> IssuerContext:
                          keyring=keyring, jwt_algorithm=config["ISSUER_JWT_ALGORITHM"])
 
 
+def _keyring_stamp(config) -> tuple[int, int] | None:
+    try:
+        info = (Path(config["ISSUER_KEY_DIR"]) / "keyring.json").stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
 def get_context(app: Flask | None = None) -> IssuerContext:
     app = app or current_app
     ctx = app.extensions.get("issuer.context")
-    if ctx is None:
+    # A rotation by another worker, instance or `issuer keys rotate` rewrites keyring.json: reload then, so
+    # that every process signs with the new keys and verifies badges signed with them (a stat is cheap).
+    stamp = _keyring_stamp(app.config)
+    if ctx is None or app.extensions.get("issuer.context_stamp") != stamp:
         ctx = load_context(app.config)
         app.extensions["issuer.context"] = ctx
+        app.extensions["issuer.context_stamp"] = stamp
     return ctx
 
 
 def reset_context(app: Flask) -> None:
     """Forget the loaded keys (after `init` or `keys rotate`) so the next request loads them afresh."""
     app.extensions.pop("issuer.context", None)
+
+
+def rotate_keys(app: Flask, algorithms: list[str] | None, *, actor: str) -> list:
+    """New current keys for `algorithms` (default: every algorithm that has a current key), published in
+    the registry with a `key.rotate` audit entry. The one core behind `issuer keys rotate` and
+    `POST /api/v1/keys/rotate`; the old keys stay published so the badges they signed keep verifying."""
+    from .db import get_session
+    from .issuing import store_identity
+    from .models import AuditEntry
+
+    ctx = get_context(app)
+    current = sorted({k.algorithm for k in ctx.keyring.all() if k.status == "current"})
+    chosen = sorted(set(algorithms)) if algorithms else current
+    unknown = [a for a in chosen if a not in current]
+    if unknown:
+        raise ValueError(f"no current key to rotate for {', '.join(unknown)}; current keys: {', '.join(current)}")
+    new_keys = [ctx.keyring.rotate(alg) for alg in chosen]
+    session = get_session()
+    store_identity(session, ctx, actor=actor)
+    session.add(AuditEntry(actor=actor, action="key.rotate", subject=ctx.did, detail={"algorithms": chosen}))
+    session.commit()
+    reset_context(app)
+    return new_keys
 
 
 def local_documents(ctx: IssuerContext) -> dict[str, dict]:
@@ -80,11 +115,12 @@ def _local_documents_of(app: Flask, ctx: IssuerContext) -> dict[str, dict]:
 # A verifier made here serves one request or command: within it, each of our status lists is read from the
 # database once (a 60-badge award application is one snapshot), and never for longer than this (seconds).
 LOCAL_LIST_REUSE = 2.0
+FETCH_TIMEOUTS_PER_REQUEST = 3
 
 
 def get_verifier(app: Flask | None = None):
     """A verifier that knows our own keys locally and fetches other issuers' keys under the fetch policy."""
-    from .fetch import FetchPolicy
+    from .fetch import FetchBudget, FetchPolicy
     from .resolve import KeyResolver
     from .revocation import local_lists
     from .verify import FetchingStatusLists, Verifier
@@ -92,7 +128,11 @@ def get_verifier(app: Flask | None = None):
     app = app or current_app
     ctx = get_context(app)
     allow = bool(app.config["ISSUER_ALLOW_PRIVATE_FETCH"])
-    policy = FetchPolicy(allow_http=allow, allow_private=allow, timeout=app.config["ISSUER_FETCH_TIMEOUT"])
+    timeout = app.config["ISSUER_FETCH_TIMEOUT"]
+    # All fetches of this verifier (one request) share FETCH_TIMEOUTS_PER_REQUEST timeouts: a stranger's
+    # 200 badges on 200 slow servers cost a few timeouts, not 200.
+    policy = FetchPolicy(allow_http=allow, allow_private=allow, timeout=timeout,
+                         budget=FetchBudget(FETCH_TIMEOUTS_PER_REQUEST * timeout))
     # A new resolver per verification: its cache must not outlive a key rotation elsewhere.
     # Other issuers' status lists are fetched under the same limits as their keys; our own come from
     # the database (always current, no round trip to ourselves).

@@ -82,6 +82,15 @@ class IssueOutcome:
     created: bool
 
 
+
+def new_public_id() -> str:
+    """An unguessable id for a badge or award URL (128 bits, base64url). Never one that starts with "-",
+    which a command line would read as an option (`issuer revoke ID`)."""
+    while True:
+        value = secrets.token_urlsafe(16)
+        if not value.startswith("-"):
+            return value
+
 def _text(value: Any, name: str, limit: int) -> str | None:
     if value is None:
         return None
@@ -271,7 +280,7 @@ def issue(session: Session, ctx: IssuerContext, req: IssueRequest, *, actor: str
         raise IssueError(f"achievement {req.achievement!r} is retired and no longer issued", "achievement",
                          status=409)
     now = (now or utcnow()).replace(microsecond=0)
-    public_id = secrets.token_urlsafe(16)
+    public_id = new_public_id()
     # The first write of the transaction (revocation.allocate rolls back and redraws on a clash).
     entry = revocation.allocate(session, ctx.base_url, "badge", public_id)
     signed, token = build_signed(ctx, achievement_row, req, public_id, now, entry)

@@ -6,7 +6,9 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     ForeignKey,
@@ -122,6 +124,23 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(60))
     subject: Mapped[str | None] = mapped_column(String(500))
     detail: Mapped[dict | None] = mapped_column(JSON)
+    # The hash chain (issue #9, audit.py fills these when the entry is stored; nobody sets them by hand):
+    # seq numbers entries 1, 2, 3... in chain order; entry_hash covers this entry and prev_hash, the hash
+    # of the entry before it, so an edited, inserted or deleted entry breaks every link after it.
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The one row saying where the audit chain ends (its last seq and hash). Writers lock it, so
+    entries from concurrent transactions form one line, and it shows when the newest entries are cut off."""
+
+    __tablename__ = "audit_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_audit_chain_head_one_row"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 @event.listens_for(AuditEntry, "before_update")
@@ -371,3 +390,7 @@ class AwardApplication(Base):
     report: Mapped[dict | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# Registers the session hooks that chain every new AuditEntry (imported last: audit.py uses the classes above).
+from . import audit as _audit  # noqa: E402,F401

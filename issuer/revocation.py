@@ -267,10 +267,7 @@ def revoke(session: Session, rules: stacking.RuleSet, credential_id: str, *, rea
     if row is None:
         raise RevocationError(f"no badge or award {credential_id!r} was issued here", 404)
     if row.revoked_at is not None:
-        first = session.scalars(select(AuditEntry).where(
-            AuditEntry.subject == row.credential_url, AuditEntry.action.in_(("credential.revoke", "award.revoke")))
-            .order_by(AuditEntry.id).limit(1)).first()
-        return RevokeOutcome(False, revocation_of(row), list((first.detail or {}).get("awards", [])) if first else [])
+        return _repeated(session, row)
     if not isinstance(reason, str) or not reason.strip():
         raise RevocationError("reason (why the credential is revoked) is required", field="reason")
     if len(reason) > 2000:
@@ -279,6 +276,16 @@ def revoke(session: Session, rules: stacking.RuleSet, credential_id: str, *, rea
     if category not in CATEGORIES:
         raise RevocationError(f"category must be one of: {', '.join(CATEGORIES)}", field="category")
     now = (now or utcnow()).replace(microsecond=0)
+    # Two requests for one revocation at once (a double click, a client's retry) may both have found it
+    # not revoked: this conditional update lets exactly one of them revoke (the load run, bench/load.py,
+    # found two audit entries on PostgreSQL without it); the other answers as a repeated call.
+    kind = type(row)
+    claimed = session.execute(update(kind).where(kind.id == row.id, kind.revoked_at.is_(None))
+                              .values(revoked_at=now)).rowcount
+    if not claimed:
+        session.rollback()
+        session.refresh(row)
+        return _repeated(session, row)
     published_status = _mark(session, row, reason=reason.strip(), category=category, actor=actor, now=now)
     affected = _follow(session, rules, row, actor=actor, now=now) if isinstance(row, Credential) else []
     action = "credential.revoke" if isinstance(row, Credential) else "award.revoke"
@@ -287,6 +294,14 @@ def revoke(session: Session, rules: stacking.RuleSet, credential_id: str, *, rea
                                    "status_published": published_status, "awards": affected}))
     session.commit()
     return RevokeOutcome(True, revocation_of(row), affected)
+
+
+def _repeated(session: Session, row: Credential | Award) -> RevokeOutcome:
+    """The answer to a revocation asked again: the first one, and what it did to the awards."""
+    first = session.scalars(select(AuditEntry).where(
+        AuditEntry.subject == row.credential_url, AuditEntry.action.in_(("credential.revoke", "award.revoke")))
+        .order_by(AuditEntry.id).limit(1)).first()
+    return RevokeOutcome(False, revocation_of(row), list((first.detail or {}).get("awards", [])) if first else [])
 
 
 # --- awards follow their badges ---------------------------------------------------------------------------

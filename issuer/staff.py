@@ -1,5 +1,6 @@
 """The staff console's core (issue #8): accounts and roles, passwords (argon2) and TOTP codes (pyotp),
-the sign-in throttle, and cohort jobs run by a background thread per process.
+changing them and password reset links (signed, no table), the sign-in throttle, and cohort jobs run by a
+background thread per process (cancellable between chunks).
 
 No Flask request in here: the console's views (`web/console/`) and the `issuer staff` / `issuer console`
 commands call these functions, as the JSON API calls `issuing` and `revocation`.
@@ -8,6 +9,7 @@ commands call these functions, as the JSON API calls `issuing` and `revocation`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import secrets
@@ -20,6 +22,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import Flask
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -49,6 +52,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "catalogue.edit": frozenset({"catalogue_editor", "administrator"}),
     "learners.view": frozenset({"registrar", "auditor", "administrator"}),
     "credential.issue": frozenset({"registrar", "administrator"}),
+    "cohort.cancel": frozenset({"registrar", "administrator"}),
     "credential.revoke": frozenset({"registrar", "administrator"}),
     "credential.resend": frozenset({"registrar", "administrator"}),
     "applications.view": frozenset({"registrar", "auditor", "administrator"}),
@@ -149,6 +153,87 @@ def needs_totp(account: StaffAccount) -> bool:
     return bool(account.totp_secret) or "administrator" in roles_of(account)
 
 
+MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds the work one request can ask for
+
+
+def check_new_password(account: StaffAccount, password: str, again: str) -> None:
+    """The rules for a password a person chooses: typed the same twice, long enough, not the email."""
+    password = password or ""
+    if password != (again or ""):
+        raise StaffError("the two new passwords are not the same", field="again")
+    if len(password) < MIN_PASSWORD:
+        raise StaffError(f"a password needs at least {MIN_PASSWORD} characters", field="password")
+    if len(password) > MAX_PASSWORD:
+        raise StaffError(f"a password may have at most {MAX_PASSWORD} characters", field="password")
+    lowered = password.lower()
+    local_part = account.email.split("@", 1)[0]
+    if account.email in lowered or (len(local_part) >= 4 and local_part in lowered):
+        raise StaffError("the password must not contain your email address or its name part", field="password")
+
+
+def _set_password(account: StaffAccount, password: str) -> None:
+    account.password_hash = _hasher.hash(password)
+    account.session_version += 1  # every other open session of this account ends
+
+
+def reauthenticate(session: Session, account: StaffAccount, password: str, address: str | None, *,
+                   action: str, limits: Throttle | None = None) -> None:
+    """The signed-in person types their current password again before changing how they sign in. A wrong
+    one counts as a failed sign-in (the same throttle), so a borrowed session cannot be used to guess it;
+    the refusal is audited as `<action>.refused` (committed)."""
+    if not account.password_hash:
+        raise StaffError("this account signs in with single sign-on; its password is the school's", 409)
+    limits = limits or Throttle()  # (defined below, with the sign-in it belongs to)
+    if throttled(session, account.email, address, limits):
+        raise StaffError("too many wrong passwords: wait 15 minutes and try again", 429, field="current")
+    if not check_password(account, password):
+        record_failure(session, account.email, address, limits=limits)
+        session.add(AuditEntry(actor=actor_of(account), action=f"{action}.refused", subject=account.email,
+                               detail={"why": "wrong current password"}))
+        session.commit()
+        raise StaffError("the current password is not right", 401, field="current")
+
+
+def change_password(session: Session, account: StaffAccount, current: str, new: str, again: str,
+                    address: str | None, limits: Throttle | None = None) -> None:
+    """A signed-in local account changes its own password (current password, new one twice). Commits."""
+    reauthenticate(session, account, current, address, action="staff.password_change", limits=limits)
+    check_new_password(account, new, again)
+    if check_password(account, new):
+        raise StaffError("the new password is the current one", field="password")
+    _set_password(account, new)
+    session.add(AuditEntry(actor=actor_of(account), action="staff.password_change", subject=account.email,
+                           detail=None))
+    session.commit()
+
+
+def _code_step(secret: str, code: str, now: datetime | None = None) -> int | None:
+    """The time step whose code this is (one step of clock drift either way), or None."""
+    code = (code or "").replace(" ", "")
+    if not code.isdigit() or len(code) != 6:
+        return None
+    totp = pyotp.TOTP(secret)
+    step = int((now or utcnow()).timestamp()) // totp.interval
+    for candidate in (step - 1, step, step + 1):
+        if secrets.compare_digest(totp.generate_otp(candidate), code):
+            return candidate
+    return None
+
+
+def enrol_totp(session: Session, account: StaffAccount, secret: str, code: str, *, actor: str,
+               now: datetime | None = None) -> None:
+    """Save a new TOTP secret (first one or a replacement) once a current code from it proves the app has
+    it. That code is spent: it cannot also sign in. Not committed."""
+    step = _code_step(secret, code, now)
+    if step is None:
+        raise StaffError("the code does not match: check the app's clock and type the code shown now", field="code")
+    replaced = bool(account.totp_secret)
+    account.totp_secret, account.totp_last_step = secret, step
+    account.session_version += 1  # sessions opened with the old authenticator end
+    session.add(AuditEntry(actor=actor, action="staff.totp_setup", subject=account.email,
+                           detail={"replaced": replaced}))
+
+
 # --- accounts -----------------------------------------------------------------------------------------
 
 def find_account(session: Session, email: str) -> StaffAccount | None:
@@ -190,6 +275,74 @@ def deactivate(session: Session, account: StaffAccount, *, actor: str) -> None:
     account.active = False
     account.session_version += 1
     session.add(AuditEntry(actor=actor, action="staff.deactivate", subject=account.email, detail=None))
+
+
+# --- password reset links -----------------------------------------------------------------------------
+# No table: the link carries a signed, timed token naming the account and a digest of its password hash
+# as it was when the link was made. Setting any password changes the hash, so the link (and any other
+# link made before) stops working once used, or once the password changes another way.
+
+RESET_HOURS = 24
+_RESET_SALT = "issuer.staff.password-reset"
+
+
+def _hash_digest(account: StaffAccount) -> str:
+    return hashlib.sha256((account.password_hash or "").encode()).hexdigest()[:32]
+
+
+def _reset_serializer(secret_key: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key, salt=_RESET_SALT)
+
+
+def make_reset_token(session: Session, account: StaffAccount, secret_key: str, *, actor: str) -> str:
+    """A reset token for a local account, good for RESET_HOURS and for one password. Not committed."""
+    if not account.password_hash:
+        raise StaffError(f"{account.email} signs in with single sign-on only; it has no password to reset", 409)
+    if not account.active:
+        raise StaffError(f"the account {account.email} is deactivated", 409)
+    token = _reset_serializer(secret_key).dumps({"id": account.id, "h": _hash_digest(account)})
+    session.add(AuditEntry(actor=actor, action="staff.reset_link", subject=account.email,
+                           detail={"expires_in_hours": RESET_HOURS}))
+    return token
+
+
+def account_for_reset(session: Session, token: str, secret_key: str,
+                      max_age: timedelta = timedelta(hours=RESET_HOURS)) -> StaffAccount:
+    """The account a reset token is for, or StaffError (410 when it is expired or spent)."""
+    serializer = _reset_serializer(secret_key)
+    try:
+        data = serializer.loads(token, max_age=int(max_age.total_seconds()))
+    except SignatureExpired:
+        raise StaffError("this reset link has expired: ask an administrator for a new one", 410) from None
+    except BadSignature:
+        raise StaffError("this is not a valid reset link", 404) from None
+    account = session.get(StaffAccount, data.get("id")) if isinstance(data, dict) else None
+    if account is None or not account.active or not account.password_hash:
+        raise StaffError("this reset link is for an account that can no longer use it", 410)
+    if not secrets.compare_digest(_hash_digest(account), str(data.get("h"))):
+        raise StaffError("this reset link was already used, or the password changed since it was made: "
+                         "ask an administrator for a new one", 410)
+    return account
+
+
+def reset_password(session: Session, token: str, secret_key: str, new: str, again: str, *,
+                   totp_secret: str | None = None, code: str | None = None) -> StaffAccount:
+    """Set a new password through a reset link. An account that needs TOTP keeps its secret; one that
+    needs TOTP and has none (a local account made administrator later) must enrol one here, with
+    `totp_secret` and a current `code` from it. Commits."""
+    account = account_for_reset(session, token, secret_key)
+    check_new_password(account, new, again)
+    actor = f"reset-link:{account.email}"
+    if needs_totp(account) and not account.totp_secret:
+        if not totp_secret:
+            raise StaffError("an administrator needs an authenticator app: set it up on this page", field="code")
+        enrol_totp(session, account, totp_secret, code or "", actor=actor)
+    _set_password(account, new)
+    clear_failures(session, account.email)
+    session.add(AuditEntry(actor=actor, action="staff.password_reset", subject=account.email,
+                           detail={"totp": bool(account.totp_secret)}))
+    session.commit()
+    return account
 
 
 # --- single sign-on: claims to an account -------------------------------------------------------------
@@ -303,10 +456,20 @@ def sign_in_local(session: Session, email: str, password: str, code: str | None,
 
 def record_application(session: Session, *, email: str, action: str, target: str | None,
                        report: dict | None, award_id: str | None, error: str | None = None) -> None:
-    session.add(AwardApplication(email=normalise_email(email or ""), action=action, target=target or None,
+    session.add(AwardApplication(email=_storable(normalise_email(email or ""), 320), action=action,
+                                 target=_storable(target, 300) or None,
                                  eligible=bool(report and report.get("eligible")), award_id=award_id,
-                                 report=report, error=error, created_at=utcnow()))
+                                 report=report, error=_storable(error, None), created_at=utcnow()))
     session.commit()
+
+
+def _storable(text: str | None, limit: int | None) -> str | None:
+    """What a learner typed, as the column can keep it: PostgreSQL refuses NUL characters and values
+    longer than the column (SQLite keeps both), and the record of an application must never fail."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "")
+    return text if limit is None else text[:limit]
 
 
 # --- cohort jobs --------------------------------------------------------------------------------------
@@ -326,7 +489,12 @@ def read_csv(data: bytes) -> list[tuple[int, dict]]:
         issuing.check_csv_header(reader.fieldnames)
     except issuing.IssueError as exc:
         raise StaffError(str(exc)) from None
-    rows = [(i + 2, {k: v for k, v in row.items()}) for i, row in enumerate(reader)]
+    except csv.Error as exc:
+        raise StaffError(f"the file is not a readable CSV file: {exc}") from None
+    try:
+        rows = [(i + 2, {k: v for k, v in row.items()}) for i, row in enumerate(reader)]
+    except csv.Error as exc:  # e.g. a cell over the csv module's field size limit
+        raise StaffError(f"the file is not a readable CSV file: {exc}") from None
     if not rows:
         raise StaffError("the file has a header but no rows")
     if len(rows) > MAX_ROWS:
@@ -373,6 +541,38 @@ def start_job(session: Session, job: ConsoleJob, *, actor: str) -> None:
     session.commit()
 
 
+CANCELLED = "not issued (cancelled)"  # the result of a row a cancelled cohort never reached
+
+
+def cancel_job(session: Session, job: ConsoleJob, *, actor: str) -> int:
+    """Stop a cohort: nothing more is issued after the chunk in hand (rows already issued stay issued
+    and valid). A job no worker holds has its rows marked at once; a running one is stopped by its
+    worker at the next chunk (`run_job`). Returns the rows marked now. Commits."""
+    if job.status not in ("preview", "queued", "running"):
+        raise StaffError(f"this cohort is {job.status}; only one waiting or issuing can be cancelled", 409)
+    was = job.status
+    # Conditional, so a worker finishing the job at this moment is not overruled.
+    changed = session.execute(update(ConsoleJob).where(ConsoleJob.id == job.id, ConsoleJob.status == was)
+                              .values(status="cancelled")).rowcount
+    if changed != 1:
+        session.rollback()
+        raise StaffError("this cohort changed meanwhile (it may have finished): look again", 409)
+    session.add(AuditEntry(actor=actor, action="cohort.cancel", subject=job.id,
+                           detail={"was": was, "processed": job.processed, "issued": job.issued}))
+    marked = 0 if was == "running" else _mark_cancelled(session, job.id)
+    session.commit()
+    session.refresh(job)
+    return marked
+
+
+def _mark_cancelled(session: Session, job_id: str) -> int:
+    marked = session.execute(update(ConsoleJobRow).where(ConsoleJobRow.job_id == job_id,
+                                                         ConsoleJobRow.status == "pending")
+                             .values(status="cancelled", detail=CANCELLED)).rowcount
+    session.execute(update(ConsoleJob).where(ConsoleJob.id == job_id).values(finished_at=utcnow()))
+    return marked
+
+
 def _claim(make_session, worker: str) -> str | None:
     """Take one queued job, or a running one whose worker stopped sending heartbeats (a restart)."""
     with make_session() as session:
@@ -398,13 +598,22 @@ def run_job(make_session, ctx, job_id: str, *, stop: threading.Event | None = No
     while not (stop and stop.is_set()):
         with make_session() as session:
             job = session.get(ConsoleJob, job_id)
+            if job.status == "cancelled":  # stopped from the console: the rows not reached issue nothing
+                _mark_cancelled(session, job_id)
+                session.commit()
+                return
             pending = session.scalars(select(ConsoleJobRow).where(
                 ConsoleJobRow.job_id == job_id, ConsoleJobRow.status == "pending")
                 .order_by(ConsoleJobRow.line).limit(CHUNK)).all()
             if not pending:
-                job.status, job.finished_at = "done", utcnow()
-                counts = {"issued": job.issued, "already issued": job.already, "error": job.errors}
-                session.add(AuditEntry(actor=job.created_by, action="cohort.done", subject=job.id, detail=counts))
+                # Conditional: a cancel that came in meanwhile stays the job's last word.
+                finished = session.execute(update(ConsoleJob).where(
+                    ConsoleJob.id == job_id, ConsoleJob.status == "running")
+                    .values(status="done", finished_at=utcnow())).rowcount
+                if finished:
+                    counts = {"issued": job.issued, "already issued": job.already, "error": job.errors}
+                    session.add(AuditEntry(actor=job.created_by, action="cohort.done", subject=job.id,
+                                           detail=counts))
                 session.commit()
                 return
             actor = job.created_by
@@ -436,18 +645,23 @@ def run_job(make_session, ctx, job_id: str, *, stop: threading.Event | None = No
 def progress(job: ConsoleJob) -> dict:
     return {"id": job.id, "status": job.status, "total": job.total, "processed": job.processed,
             "issued": job.issued, "already_issued": job.already, "errors": job.errors,
-            "done": job.status == "done"}
+            "done": job.status in ("done", "cancelled"), "cancelled": job.status == "cancelled"}
 
 
 def results_csv(session: Session, job_id: str) -> str:
+    job = session.get(ConsoleJob, job_id)
+    stopped = job is not None and job.status == "cancelled"
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["line", "email", "achievement", "status", "detail", "credential_url"])
     for row in session.scalars(select(ConsoleJobRow).where(ConsoleJobRow.job_id == job_id)
                                .order_by(ConsoleJobRow.line)):
         cells = {issuing.CSV_ALIASES.get(k.strip().lower()): v for k, v in (row.data or {}).items() if k}
-        writer.writerow([row.line, cells.get("email") or "", cells.get("achievement") or "", row.status,
-                         row.detail or row.problem or "", row.credential_url or ""])
+        status, detail = row.status, row.detail or row.problem or ""
+        if status == "cancelled" or (stopped and status == "pending"):  # pending: its worker is gone
+            status, detail = CANCELLED, "the cohort was cancelled before this row was issued"
+        writer.writerow([row.line, cells.get("email") or "", cells.get("achievement") or "", status, detail,
+                         row.credential_url or ""])
     return out.getvalue()
 
 

@@ -312,12 +312,13 @@ def list_subject(list_doc: Any) -> dict:
     if not isinstance(list_doc, dict):
         raise StatusError(STATUS_VERIFICATION_ERROR, "the status list credential is not a JSON object")
     types = _as_list(list_doc.get("type"))
-    if not LIST_CREDENTIAL_TYPES & set(types):
+    if not LIST_CREDENTIAL_TYPES & {t for t in types if isinstance(t, str)}:  # an object names no type
         raise StatusError(STATUS_VERIFICATION_ERROR,
                           "the document is not a BitstringStatusListCredential (type is "
                           f"{list_doc.get('type')!r})")
     subjects = [s for s in _as_list(list_doc.get("credentialSubject")) if isinstance(s, dict)]
-    if len(subjects) != 1 or not LIST_SUBJECT_TYPES & set(_as_list(subjects[0].get("type"))):
+    if len(subjects) != 1 or not LIST_SUBJECT_TYPES & {t for t in _as_list(subjects[0].get("type"))
+                                                       if isinstance(t, str)}:
         raise StatusError(STATUS_VERIFICATION_ERROR,
                           "the status list credential has no single BitstringStatusList subject")
     return subjects[0]

@@ -535,7 +535,8 @@ def verify_credential(verifier: Verifier, value: Any) -> Outcome:
             problems = credential_problems(doc)
             checks.append(Check("structure", not problems, "; ".join(problems) or
                                 "a well-formed verifiable credential"))
-            if isinstance(doc, dict) and OB_TYPES & set(_as_list(doc.get("type"))):
+            # Only strings can name a type; anything else in the list (an object) names none.
+            if isinstance(doc, dict) and OB_TYPES & {t for t in _as_list(doc.get("type")) if isinstance(t, str)}:
                 checks.append(check)  # an Open Badge also meets the OB 3.0 schema
         elif check.name == "validity_window":
             checks.append(validity_check(doc, now))

@@ -122,6 +122,8 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
         raise JwtError(f"JWT {what} is not UTF-8") from exc
     except ValueError as exc:
         raise JwtError(f"JWT {what} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise JwtError(f"JWT {what} is JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise JwtError(f"JWT {what} must be a JSON object, not {type(value).__name__}")
     return value

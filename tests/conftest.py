@@ -3,9 +3,13 @@ that need them skip, saying why, when that folder is absent."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
+import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,26 @@ from sqlalchemy import create_engine, text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STANDARDS = PROJECT_ROOT.parent / "shared" / "standards"
+
+
+@contextlib.contextmanager
+def loopback_only_network(who: str) -> Iterator[None]:
+    """While it lasts, every DNS name is unknown to the issuer's fetcher and a connection to anything but
+    loopback fails the test naming `who`: generated inputs can never reach a real address."""
+    from issuer import fetch
+
+    def no_such_name(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def loopback_only(address, *args, **kwargs):
+        if not ipaddress.ip_address(address[0]).is_loopback:
+            raise AssertionError(f"{who} tried to connect outside the machine: {address}")
+        return socket.create_connection(address, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fetch, "getaddrinfo", no_such_name)
+        patch.setattr(fetch, "create_connection", loopback_only)
+        yield
 
 
 @pytest.fixture(scope="session")

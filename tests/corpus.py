@@ -465,3 +465,28 @@ def compare(doc: dict, loader=None, *, oxigraph: bool = True) -> str | None:
     if fastld.canonical_hash(doc, loader) != hashlib.sha256(general.encode("utf-8")).digest():
         return "canonical_hash is not the SHA-256 of the canonical text"
     return None
+
+
+def data_analysis_badge(issuer: str, holder: str) -> dict:
+    """A small OB 3.0 badge (English and Chinese text) from `issuer` to `holder`, unsigned: the fixed
+    credential of the JWT and fuzzing tests."""
+    return {
+        "@context": ["https://www.w3.org/ns/credentials/v2",
+                     "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"],
+        "id": "urn:uuid:6f1d8a3e-1b7c-4e8d-9f0a-2c3b4d5e6f70",
+        "type": ["VerifiableCredential", "OpenBadgeCredential"],
+        "name": "Introduction to Data Analysis 資料分析入門",
+        "issuer": {"id": issuer, "type": ["Profile"], "name": "Example University"},
+        "validFrom": "2025-06-01T09:30:00Z",
+        "credentialSubject": {
+            "id": holder,
+            "type": ["AchievementSubject"],
+            "achievement": {
+                "id": "https://badges.example.edu/achievements/data-analysis-101",
+                "type": ["Achievement"],
+                "name": "Introduction to Data Analysis",
+                "description": "Learners clean, explore and visualise tabular data.",
+                "criteria": {"narrative": "Complete all six modules with at least 70%."},
+            },
+        },
+    }

@@ -462,6 +462,16 @@ def test_an_administrator_creates_and_deactivates_accounts(app, client):
     assert sign_in(other, auditor).status_code == 401
 
 
+def test_row_ids_past_the_column_range_are_404_not_server_errors(app, client):
+    admin = make_staff(app, "admin@school.example", "administrator")
+    assert sign_in(client, admin).status_code == 302
+    huge = "9" * 30
+    assert client.get(f"/console/applications/{huge}").status_code == 404
+    for path in (f"/console/tokens/{huge}/revoke", f"/console/accounts/{huge}/deactivate",
+                 f"/console/accounts/{huge}/reset-link", "/console/accounts/0/deactivate"):
+        assert post(client, path, page="/console/accounts").status_code == 404, path
+
+
 # --- single sign-on against a real OpenID Connect provider -----------------------------------------------
 
 @pytest.fixture
@@ -511,3 +521,412 @@ def test_single_sign_on_maps_groups_to_roles_and_refuses_others(app, client, pro
     assert [e.detail["method"] for e in audit(app, "staff.sign_in")] == ["oidc"]
     # A local sign-in is impossible for an account made by single sign-on.
     assert sign_in(app.test_client(), account, password="").status_code == 401
+
+
+# --- your own account: changing the password, setting up the authenticator app ---------------------------
+
+NEW_PASSWORD = "a much longer new passphrase"
+
+
+def test_a_local_account_changes_its_password_and_its_other_sessions_end(app, client, registrar):
+    other = app.test_client()
+    assert sign_in(other, registrar).status_code == 302
+    page = "/console/account/password"
+    wrong = post(client, page, {"current": "not my password at all", "password": NEW_PASSWORD,
+                                "again": NEW_PASSWORD}, page=page)
+    assert wrong.status_code == 401 and "current password is not right" in wrong.get_data(as_text=True)
+    for form, why in [({"password": NEW_PASSWORD, "again": NEW_PASSWORD + "x"}, "not the same"),
+                      ({"password": "short", "again": "short"}, "at least 12 characters"),
+                      ({"password": "registrar@school.example!", "again": "registrar@school.example!"},
+                       "must not contain your email"),
+                      ({"password": "my registrar pass", "again": "my registrar pass"}, "must not contain")]:
+        refused = post(client, page, {"current": PASSWORD, **form}, page=page)
+        assert refused.status_code == 400 and why in refused.get_data(as_text=True), why
+    assert sign_in(app.test_client(), registrar).status_code == 302  # nothing changed so far
+    done = post(client, page, {"current": PASSWORD, "password": NEW_PASSWORD, "again": NEW_PASSWORD}, page=page)
+    assert done.status_code == 302
+    assert client.get("/console/learners").status_code == 200  # this session goes on
+    assert other.get("/console/learners").status_code == 302  # the other one ended
+    assert sign_in(app.test_client(), registrar).status_code == 401  # the old password no longer works
+    assert sign_in(app.test_client(), registrar, password=NEW_PASSWORD).status_code == 302
+    with app.app_context():
+        stored = get_session().get(StaffAccount, registrar.id).password_hash
+    assert stored.startswith("$argon2id$") and NEW_PASSWORD not in stored
+    assert [e.subject for e in audit(app, "staff.password_change")] == ["registrar@school.example"]
+    assert len(audit(app, "staff.password_change.refused")) == 1
+
+
+def test_guessing_the_current_password_in_a_session_is_throttled_like_signing_in(app, client, registrar):
+    page = "/console/account/password"
+    form = {"password": NEW_PASSWORD, "again": NEW_PASSWORD}
+    for _ in range(4):  # the fixture's sign-in did not fail; five failures in all hold the account back
+        assert post(client, page, {"current": "a wrong guess here", **form}, page=page).status_code == 401
+    assert post(client, page, {"current": "another wrong guess", **form}, page=page).status_code == 401
+    held = post(client, page, {"current": PASSWORD, **form}, page=page)
+    assert held.status_code == 429
+    assert sign_in(app.test_client(), registrar).status_code == 429  # the sign-in throttle counted them
+
+
+def test_an_account_from_single_sign_on_has_no_password_to_change(app, client):
+    with app.app_context():
+        session = get_session()
+        account = staff.create_account(session, email="sso@school.example", roles="registrar", source="oidc",
+                                       actor="test")
+        session.commit()
+    # Sign the account in the way the SSO callback does.
+    with client.session_transaction() as cookie:
+        cookie["staff"] = {"id": account.id, "v": 1, "at": time.time(), "seen": time.time()}
+    page = client.get("/console/account/password").get_data(as_text=True)
+    assert 'id="sso-only"' in page and 'id="change-password"' not in page
+    refused = post(client, "/console/account/password", {"current": "", "password": NEW_PASSWORD,
+                                                         "again": NEW_PASSWORD}, page="/console/account/password")
+    assert refused.status_code == 409
+    assert 'id="confirm-totp"' not in client.get("/console/account/totp").get_data(as_text=True)
+    assert post(client, "/console/account/totp", {"code": "123456", "current": ""},
+                page="/console/account/totp").status_code == 409
+
+
+def _pending_secret(client) -> str:
+    html = client.get("/console/account/totp").get_data(as_text=True)
+    assert 'src="data:image/svg+xml' in html  # the QR code, drawn in the page
+    import html as markup
+
+    import segno
+
+    secret = re.search(r'data-secret="([A-Z2-7]+)"', html).group(1)
+    uri = markup.unescape(re.search(r'id="totp-uri" href="([^"]+)"', html).group(1))
+    parsed = pyotp.parse_uri(uri)
+    assert parsed.secret == secret and parsed.issuer and parsed.name.endswith("@school.example")
+    qr = markup.unescape(re.search(r'id="totp-qr" src="([^"]+)"', html).group(1))
+    assert qr == segno.make_qr(uri, error="m").svg_data_uri(scale=5, border=4)  # the QR code is that URI
+    return secret
+
+
+def test_a_registrar_sets_up_totp_only_with_a_current_code_and_the_password(app, client, registrar):
+    secret = _pending_secret(client)
+    assert _pending_secret(client) == secret  # a reload shows the same secret until it is confirmed
+    page = "/console/account/totp"
+    now = pyotp.TOTP(secret).now()
+    wrong_code = post(client, page, {"code": "000000" if now != "000000" else "111111", "current": PASSWORD},
+                      page=page)
+    assert wrong_code.status_code == 400 and "code does not match" in wrong_code.get_data(as_text=True)
+    other_app_code = pyotp.TOTP(pyotp.random_base32()).now()
+    if other_app_code != now:
+        assert post(client, page, {"code": other_app_code, "current": PASSWORD}, page=page).status_code == 400
+    wrong_password = post(client, page, {"code": now, "current": "not the password, sorry"}, page=page)
+    assert wrong_password.status_code == 401
+    with app.app_context():
+        assert get_session().get(StaffAccount, registrar.id).totp_secret is None  # nothing saved on a refusal
+    assert not audit(app, "staff.totp_setup")
+    done = post(client, page, {"code": now, "current": PASSWORD}, page=page)
+    assert done.status_code == 302
+    with app.app_context():
+        assert get_session().get(StaffAccount, registrar.id).totp_secret == secret
+    assert client.get("/console/learners").status_code == 200  # still signed in
+    fresh = app.test_client()
+    form = {"csrf_token": token_of(fresh), "email": registrar.email, "password": PASSWORD}
+    assert fresh.post("/console/sign-in", data=form).status_code == 401  # a code is now needed
+    registrar.totp_secret = secret
+    assert sign_in(fresh, registrar, code=now).status_code == 401  # the confirming code is spent
+    assert sign_in(fresh, registrar, code=code_for(registrar, 1)).status_code == 302
+    assert [e.detail for e in audit(app, "staff.totp_setup")] == [{"replaced": False}]
+
+
+def test_an_administrator_replaces_the_authenticator_app_and_the_old_one_stops_working(app, client):
+    admin = make_staff(app, "admin@school.example", "administrator")
+    old_secret = admin.totp_secret
+    assert sign_in(client, admin).status_code == 302
+    new_secret = _pending_secret(client)
+    assert new_secret != old_secret
+    assert post(client, "/console/account/totp", {"code": pyotp.TOTP(new_secret).now(), "current": PASSWORD},
+                page="/console/account/totp").status_code == 302
+    fresh = app.test_client()
+    assert sign_in(fresh, admin, code=code_for(admin, 1)).status_code == 401  # the old app's code
+    admin.totp_secret = new_secret
+    assert sign_in(fresh, admin, code=code_for(admin, 1)).status_code == 302
+    assert [e.detail for e in audit(app, "staff.totp_setup")] == [{"replaced": True}]
+
+
+def test_the_new_account_forms_need_their_csrf_token(app, client, registrar):
+    for path in ("/console/account/password", "/console/account/totp", "/console/cohorts/x/cancel"):
+        response = client.post(path, data={"current": PASSWORD, "password": NEW_PASSWORD, "again": NEW_PASSWORD})
+        assert response.status_code == 400 and "CSRF" in response.get_data(as_text=True), path
+    assert not audit(app, "staff.password_change")
+
+
+# --- password reset links ------------------------------------------------------------------------------
+
+def _reset_path(html: str) -> str:
+    link = re.search(r'id="reset-link" value="([^"]+)"', html).group(1)
+    assert link.startswith("http://127.0.0.1:5000/console/reset/")
+    return urlsplit(link).path
+
+
+def test_an_administrator_makes_a_reset_link_that_works_once(app, client):
+    admin = make_staff(app, "admin@school.example", "administrator")
+    user = make_staff(app, "forgetful@school.example", "registrar")
+    assert sign_in(client, admin).status_code == 302
+    made = post(client, f"/console/accounts/{user.id}/reset-link", page="/console/accounts")
+    assert made.status_code == 200
+    path = _reset_path(made.get_data(as_text=True))
+    assert path.rsplit("/", 1)[1] not in client.get("/console/accounts").get_data(as_text=True)  # shown once
+    learner = app.test_client()  # the person with the link is not signed in
+    page = learner.get(path)
+    assert page.status_code == 200 and "forgetful@school.example" in page.get_data(as_text=True)
+    mismatch = post(learner, path, {"password": NEW_PASSWORD, "again": "something else entirely"}, page=path)
+    assert mismatch.status_code == 400
+    short = post(learner, path, {"password": "tiny", "again": "tiny"}, page=path)
+    assert short.status_code == 400
+    assert sign_in(app.test_client(), user).status_code == 302  # the refusals changed nothing
+    done = post(learner, path, {"password": NEW_PASSWORD, "again": NEW_PASSWORD}, page=path)
+    assert done.status_code == 302 and done.headers["Location"].endswith("/console/sign-in")
+    assert sign_in(app.test_client(), user, password=NEW_PASSWORD).status_code == 302
+    assert sign_in(app.test_client(), user).status_code == 401
+    reused = learner.get(path)
+    assert reused.status_code == 410 and "already used" in reused.get_data(as_text=True)
+    again = learner.post(path, data={"csrf_token": token_of(learner, "/console/sign-in"),
+                                     "password": "yet another passphrase", "again": "yet another passphrase"})
+    assert again.status_code == 410
+    assert sign_in(app.test_client(), user, password=NEW_PASSWORD).status_code == 302
+    assert [e.subject for e in audit(app, "staff.reset_link")] == [user.email]
+    assert audit(app, "staff.reset_link")[0].actor == "staff:admin@school.example"
+    assert [e.subject for e in audit(app, "staff.password_reset")] == [user.email]
+
+
+def test_a_reset_link_expires_after_24_hours_and_a_forged_one_is_refused(app, client, monkeypatch):
+    import itsdangerous.timed
+
+    user = make_staff(app, "late@school.example", "registrar")
+    real = itsdangerous.timed.TimestampSigner.get_timestamp
+    monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp",
+                        lambda self: int(time.time()) - 24 * 3600 - 60)
+    with app.app_context():
+        from issuer.web.console import secret_key
+
+        old = staff.make_reset_token(get_session(), get_session().get(StaffAccount, user.id), secret_key(app),
+                                     actor="test")
+    monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", real)
+    expired = client.get(f"/console/reset/{old}")
+    assert expired.status_code == 410 and "expired" in expired.get_data(as_text=True)
+    forged = client.get(f"/console/reset/{old[:-3]}abc")
+    assert forged.status_code == 404 and "not a valid reset link" in forged.get_data(as_text=True)
+    posted = post(client, f"/console/reset/{old}", {"password": NEW_PASSWORD, "again": NEW_PASSWORD},
+                  page="/console/sign-in")
+    assert posted.status_code == 410
+    assert sign_in(app.test_client(), user).status_code == 302
+
+
+def test_a_reset_link_stops_working_once_the_password_changes_another_way(app, client):
+    user = make_staff(app, "changer@school.example", "registrar")
+    result = app.test_cli_runner().invoke(args=["staff", "reset-link", "--email", "Changer@School.example"])
+    assert result.exit_code == 0, result.output
+    path = urlsplit(re.search(r"http://\S+/console/reset/\S+", result.output).group(0)).path
+    assert client.get(path).status_code == 200
+    assert sign_in(client, user).status_code == 302
+    assert post(client, "/console/account/password", {"current": PASSWORD, "password": NEW_PASSWORD,
+                                                      "again": NEW_PASSWORD},
+                page="/console/account/password").status_code == 302
+    assert app.test_client().get(path).status_code == 410
+    missing = app.test_cli_runner().invoke(args=["staff", "reset-link", "--email", "nobody@school.example"])
+    assert missing.exit_code != 0 and "no staff account" in missing.output
+
+
+def test_only_administrators_make_reset_links_and_only_for_local_accounts(app, client):
+    user = make_staff(app, "someone@school.example", "registrar")
+    sso_only = make_staff(app, "sso.only@school.example", "registrar", password=None)
+    for role in ("registrar", "auditor", "catalogue_editor"):
+        account = make_staff(app, f"{role}.x@school.example", role)
+        other = app.test_client()
+        assert sign_in(other, account).status_code == 302
+        assert post(other, f"/console/accounts/{user.id}/reset-link").status_code == 403, role
+    admin = make_staff(app, "admin@school.example", "administrator")
+    assert sign_in(client, admin).status_code == 302
+    refused = post(client, f"/console/accounts/{sso_only.id}/reset-link", page="/console/accounts")
+    assert refused.status_code == 409 and "single sign-on" in refused.get_data(as_text=True)
+    cli = app.test_cli_runner().invoke(args=["staff", "reset-link", "--email", sso_only.email])
+    assert cli.exit_code != 0 and "single sign-on" in cli.output
+    assert not audit(app, "staff.reset_link")
+
+
+def test_resetting_an_administrator_keeps_totp_and_one_without_totp_must_enrol(app, client):
+    admin = make_staff(app, "admin@school.example", "administrator")
+    with app.app_context():
+        session = get_session()
+        from issuer.web.console import secret_key
+
+        kept = staff.make_reset_token(session, session.get(StaffAccount, admin.id), secret_key(app), actor="test")
+        promoted = staff.create_account(session, email="promoted@school.example", roles="registrar",
+                                        password=PASSWORD, actor="test")
+        staff.set_roles(session, promoted, "administrator", actor="test")  # an administrator without TOTP
+        enrol = staff.make_reset_token(session, promoted, secret_key(app), actor="test")
+        session.commit()
+        promoted_id = promoted.id
+    path = f"/console/reset/{kept}"
+    assert "stays as it is" in client.get(path).get_data(as_text=True)
+    assert post(client, path, {"password": NEW_PASSWORD, "again": NEW_PASSWORD}, page=path).status_code == 302
+    fresh = app.test_client()
+    form = {"csrf_token": token_of(fresh), "email": admin.email, "password": NEW_PASSWORD}
+    assert fresh.post("/console/sign-in", data=form).status_code == 401  # still needs the code
+    assert sign_in(fresh, admin, password=NEW_PASSWORD).status_code == 302
+
+    learner = app.test_client()
+    path = f"/console/reset/{enrol}"
+    html = learner.get(path).get_data(as_text=True)
+    secret = re.search(r'data-secret="([A-Z2-7]+)"', html).group(1)
+    no_code = post(learner, path, {"password": NEW_PASSWORD, "again": NEW_PASSWORD}, page=path)
+    assert no_code.status_code == 400 and "code does not match" in no_code.get_data(as_text=True)
+    code = pyotp.TOTP(secret).now()
+    assert post(learner, path, {"password": NEW_PASSWORD, "again": NEW_PASSWORD, "code": code},
+                page=path).status_code == 302
+    with app.app_context():
+        row = get_session().get(StaffAccount, promoted_id)
+        assert row.totp_secret == secret
+    row.totp_secret = secret
+    assert sign_in(app.test_client(), row, password=NEW_PASSWORD, code=code_for(row, 1)).status_code == 302
+
+
+# --- cancelling a cohort -------------------------------------------------------------------------------
+
+def _cohort(app, rows: int, *, start: bool = True) -> str:
+    data = "email,achievement,award_date\n" + "".join(f"c{i:03d}@example.com,AI-101,2024-05-01\n"
+                                                      for i in range(rows))
+    with app.app_context():
+        session = get_session()
+        job = staff.create_job(session, data.encode(), "cancel.csv", actor="staff:registrar@school.example")
+        if start:
+            staff.start_job(session, job, actor="staff:registrar@school.example")
+        return job.id
+
+
+def _results(client, job_id: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(client.get(f"/console/cohorts/{job_id}/results.csv")
+                                           .get_data(as_text=True))))
+
+
+def test_a_registrar_cancels_a_running_cohort_and_what_was_issued_stays_valid(app, client, registrar,
+                                                                             monkeypatch):
+    from issuer import issuing
+
+    job_id = _cohort(app, 60)
+    confirm = client.get(f"/console/cohorts/{job_id}/cancel")
+    assert confirm.status_code == 200 and "stay issued and valid" in confirm.get_data(as_text=True)
+    real = issuing.issue_rows
+    chunks = []
+
+    def issue_then_cancel(*args, **kwargs):
+        # The registrar confirms while the first chunk is being issued.
+        results = real(*args, **kwargs)
+        chunks.append(len(results))
+        if len(chunks) == 1:
+            page = f"/console/cohorts/{job_id}/cancel"
+            assert post(client, page, page=page).status_code == 302
+        return results
+
+    monkeypatch.setattr(issuing, "issue_rows", issue_then_cancel)
+    with app.app_context():
+        make_session = app.extensions["issuer.sessionmaker"]
+        assert staff._claim(make_session, "test") == job_id
+        from issuer.identity import get_context
+
+        staff.run_job(make_session, get_context(), job_id)
+    assert chunks == [staff.CHUNK]  # it stopped at the next chunk
+    progress = client.get(f"/console/cohorts/{job_id}/progress.json").get_json()
+    assert progress["status"] == "cancelled" and progress["done"] and progress["issued"] == staff.CHUNK
+    rows = _results(client, job_id)
+    assert len(rows) == 60
+    assert [r["status"] for r in rows] == ["issued"] * staff.CHUNK + ["not issued (cancelled)"] * (60 - staff.CHUNK)
+    with app.app_context():
+        badges = get_session().scalars(select(Credential)).all()
+        assert len(badges) == staff.CHUNK and all(b.revoked_at is None for b in badges)
+    page = client.get(f"/credentials/{badges[0].id}").get_data(as_text=True)
+    assert 'class="verdict passed"' in page
+    job_page = client.get(f"/console/cohorts/{job_id}").get_data(as_text=True)
+    assert 'data-status="cancelled"' in job_page and 'id="cancel"' not in job_page
+    assert [e.subject for e in audit(app, "cohort.cancel")] == [job_id] and not audit(app, "cohort.done")
+    again = post(client, f"/console/cohorts/{job_id}/cancel", page=f"/console/cohorts/{job_id}")
+    assert again.status_code == 409
+
+
+def test_a_cohort_not_yet_started_by_a_worker_is_cancelled_at_once_and_never_runs(app, client, registrar):
+    job_id = _cohort(app, 5)
+    # (The CSRF token from the home page: opening the cohort's page would start a worker for it.)
+    assert post(client, f"/console/cohorts/{job_id}/cancel").status_code == 302
+    with app.app_context():
+        make_session = app.extensions["issuer.sessionmaker"]
+        assert staff._claim(make_session, "test") is None  # no worker takes it
+        assert get_session().scalars(select(Credential)).first() is None
+    assert {r["status"] for r in _results(client, job_id)} == {"not issued (cancelled)"}
+    finished = _cohort(app, 2)
+    with app.app_context():
+        from issuer.identity import get_context
+
+        make_session = app.extensions["issuer.sessionmaker"]
+        assert staff._claim(make_session, "test") == finished
+        staff.run_job(make_session, get_context(), finished)
+    assert post(client, f"/console/cohorts/{finished}/cancel",
+                page=f"/console/cohorts/{finished}").status_code == 409  # a finished cohort stays finished
+    assert post(client, "/console/cohorts/nope/cancel").status_code == 404
+
+
+def test_an_auditor_cannot_cancel_a_cohort(app, client):
+    job_id = _cohort(app, 3)
+    auditor = make_staff(app, "auditor@school.example", "auditor")
+    assert sign_in(client, auditor).status_code == 302
+    assert client.get(f"/console/cohorts/{job_id}/cancel").status_code == 403
+    assert post(client, f"/console/cohorts/{job_id}/cancel").status_code == 403
+    assert 'id="cancel"' not in client.get(f"/console/cohorts/{job_id}").get_data(as_text=True)
+    with app.app_context():
+        assert get_session().get(ConsoleJob, job_id).status in ("queued", "running", "done")
+    assert not audit(app, "cohort.cancel")
+
+
+# --- signing out at the identity provider ----------------------------------------------------------------
+
+def test_signing_out_of_a_single_sign_on_session_ends_it_at_the_provider_too(app, client, provider):
+    import jwt
+
+    app.config.update(ISSUER_OIDC_ISSUER=provider, ISSUER_OIDC_CLIENT_ID="console", ISSUER_OIDC_CLIENT_SECRET="s",
+                      ISSUER_OIDC_ROLE_MAP="registrars=registrar")
+    assert sso(client, provider, "reg-1").status_code == 302
+    out = post(client, "/console/sign-out")
+    assert out.status_code == 302
+    target = urlsplit(out.headers["Location"])
+    assert f"{target.scheme}://{target.netloc}" == provider and target.path == "/oauth2/end_session"
+    query = parse_qs(target.query)
+    assert query["post_logout_redirect_uri"] == ["http://localhost/console/sign-in"]
+    assert query["client_id"] == ["console"]
+    claims = jwt.decode(query["id_token_hint"][0], options={"verify_signature": False})
+    assert claims["sub"] == "reg-1" and claims["aud"] in ("console", ["console"])
+    assert client.get("/console/issue").status_code == 302  # signed out here at once
+    assert audit(app, "staff.sign_out")[-1].detail == {"at_provider": True}
+    # The provider ends its session and sends the browser back to the console's sign-in page.
+    http = requests.Session()
+    http.trust_env = False
+    form = http.get(out.headers["Location"], timeout=10)
+    assert form.status_code == 200
+    back = http.post(f"{provider}/oauth2/end_session/confirm",
+                     data={"redirect_uri": query["post_logout_redirect_uri"][0]}, allow_redirects=False, timeout=10)
+    assert back.status_code == 302 and back.headers["Location"] == "http://localhost/console/sign-in"
+
+
+def test_signing_out_stays_local_without_an_end_session_endpoint_or_for_a_local_account(app, client, provider,
+                                                                                      monkeypatch):
+    app.config.update(ISSUER_OIDC_ISSUER=provider, ISSUER_OIDC_CLIENT_ID="console", ISSUER_OIDC_CLIENT_SECRET="s",
+                      ISSUER_OIDC_ROLE_MAP="registrars=registrar")
+    local = make_staff(app, "local@school.example", "registrar")
+    assert sign_in(client, local).status_code == 302
+    out = post(client, "/console/sign-out")
+    assert out.headers["Location"] == "/console/sign-in"
+    from authlib.integrations.flask_client import FlaskOAuth2App
+
+    real = FlaskOAuth2App.load_server_metadata
+
+    def without_end_session(self):
+        return {k: v for k, v in real(self).items() if k != "end_session_endpoint"}
+
+    monkeypatch.setattr(FlaskOAuth2App, "load_server_metadata", without_end_session)
+    assert sso(client, provider, "reg-1").status_code == 302
+    out = post(client, "/console/sign-out")
+    assert out.status_code == 302 and out.headers["Location"] == "/console/sign-in"
+    assert client.get("/console/issue").status_code == 302
+    assert audit(app, "staff.sign_out")[-1].detail is None

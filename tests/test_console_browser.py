@@ -315,3 +315,192 @@ def test_a_registrar_signs_in_and_moves_around_with_the_keyboard_alone(page, liv
     with page.expect_navigation():
         page.keyboard.press("Enter")
     assert page.url.startswith(f"{live.url}/console/catalogue")
+
+
+NEW_PASSWORD = "a much longer new passphrase"
+
+
+def test_a_registrar_changes_the_password_and_sets_up_an_authenticator_app(page, live):
+    """Task A of the console's follow-up: the person's own password, then an authenticator app confirmed
+    with a current code; the next sign-in needs both. Typed with the keyboard, each page axe-clean."""
+    registrar = make_staff(live, "careful.registrar@school.example", "registrar")
+    local_sign_in(page, live, registrar)
+    link(page, "Your account")
+    assert_accessible(page, "console-account")
+    page.locator("#current").focus()
+    page.keyboard.type("this is not my password")
+    page.keyboard.press("Tab")
+    page.keyboard.type(NEW_PASSWORD)
+    page.keyboard.press("Tab")  # the rules under the field are text, not a stop
+    page.keyboard.type(NEW_PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "current password is not right" in page.locator("#password-error").inner_text()
+    assert page.locator("#current").get_attribute("aria-invalid") == "true"
+    assert_accessible(page, "console-account-error")
+    page.fill("#current", PASSWORD)
+    page.fill("#password", NEW_PASSWORD)
+    page.fill("#again", NEW_PASSWORD)
+    with page.expect_navigation():
+        page.locator("#change-password").click()
+    assert "Your password is changed" in page.locator(".flash").inner_text()
+
+    link(page, "Set up an authenticator app")
+    qr = page.locator("#totp-qr")
+    assert qr.get_attribute("src").startswith("data:image/svg+xml")
+    assert qr.evaluate("img => img.complete && img.naturalWidth > 0")  # the QR code is drawn
+    secret = page.locator("#totp-secret").get_attribute("data-secret")
+    assert page.locator("#totp-secret").inner_text().replace(" ", "") == secret  # and readable as text
+    assert_accessible(page, "console-totp-setup")
+    screenshot(page, "console-totp-setup")
+    totp = pyotp.TOTP(secret)
+    page.fill("#code", "000000" if totp.now() != "000000" else "111111")
+    page.fill("#current", NEW_PASSWORD)
+    with page.expect_navigation():
+        page.locator("#confirm-totp").click()
+    assert "code does not match" in page.locator("#totp-error").inner_text()
+    assert page.locator("#totp-secret").get_attribute("data-secret") == secret  # the same app entry still works
+    page.fill("#code", totp.now())
+    page.fill("#current", NEW_PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "authenticator app is set up" in page.locator(".flash").inner_text()
+    assert "Replace the authenticator app" in page.locator("main").inner_text()
+
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
+    page.goto(f"{live.url}/console/")
+    page.fill("#email", registrar.email)
+    page.fill("#password", NEW_PASSWORD)
+    with page.expect_navigation():
+        page.locator("#local-sign-in").click()
+    assert page.locator("#sign-in-error").is_visible()  # the password alone is no longer enough
+    page.fill("#password", NEW_PASSWORD)
+    page.fill("#code", totp.at(time.time() + totp.interval))
+    with page.expect_navigation():
+        page.locator("#local-sign-in").click()
+    assert page.url == f"{live.url}/console/"
+
+
+def test_a_registrar_cancels_a_running_cohort_from_its_page(page, live, tmp_path, monkeypatch):
+    from issuer import issuing
+    from issuer.models import ConsoleJobRow, Credential
+
+    real = issuing.issue_rows
+
+    def slowly(*args, **kwargs):  # a slow registry, so that the cohort is still running when cancelled
+        results = real(*args, **kwargs)
+        time.sleep(0.5)
+        return results
+
+    monkeypatch.setattr(issuing, "issue_rows", slowly)
+    # One worker thread runs the cohorts one after another: let an earlier test's cohort finish first.
+    deadline = time.monotonic() + 240
+    while True:
+        with live.app.app_context():
+            if staff.pending_jobs(get_session()) == 0:
+                break
+        assert time.monotonic() < deadline, "an earlier cohort is still running"
+        time.sleep(0.5)
+    registrar = make_staff(live, "hasty.registrar@school.example", "registrar")
+    local_sign_in(page, live, registrar)
+    link(page, "Issue a cohort")
+    path = tmp_path / "wrong-class.csv"
+    path.write_text("email,name,achievement,award_date\n" + "".join(
+        f"wrong{i:03d}@example.com,Wrong {i},AI-101,2024-07-01\n" for i in range(300)), encoding="utf-8")
+    page.set_input_files("#file", str(path))
+    with page.expect_navigation():
+        page.locator("#upload").click()
+    with page.expect_navigation():
+        page.locator("#start").click()
+    job_id = page.url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 30  # the page's own progress shows the first chunk issued
+    while page.locator("#progress").evaluate("bar => bar.value") < staff.CHUNK:
+        assert time.monotonic() < deadline, "the first chunk was not issued"
+        time.sleep(0.1)
+    with page.expect_navigation():
+        page.locator("#cancel").click()
+    assert "stay issued and valid" in page.locator("main").inner_text()
+    assert_accessible(page, "console-cohort-cancel")
+    screenshot(page, "console-cohort-cancel")
+    with page.expect_navigation():
+        page.locator("#confirm-cancel").click()
+    assert "The cohort is cancelled" in page.locator(".flash").inner_text()
+    assert page.locator("#job-status").get_attribute("data-status") == "cancelled"
+    assert page.locator("#cancel").count() == 0
+    assert_accessible(page, "console-cohort-cancelled")
+
+    # The worker stops at the next chunk and marks the rows it never reached.
+    deadline = time.monotonic() + 30
+    while True:
+        with live.app.app_context():
+            pending = get_session().query(ConsoleJobRow).filter_by(job_id=job_id, status="pending").count()
+        if pending == 0:
+            break
+        assert time.monotonic() < deadline, "the cancelled cohort's worker did not stop"
+        time.sleep(0.2)
+    page.reload()
+    with page.expect_download() as download:
+        page.locator("#results").click()
+    rows = list(csv.DictReader(io.StringIO(download.value.path().read_text(encoding="utf-8"))))
+    statuses = [r["status"] for r in rows]
+    issued = statuses.count("issued")
+    assert len(rows) == 300 and statuses.count("not issued (cancelled)") == 300 - issued
+    assert staff.CHUNK <= issued < 300 and issued % staff.CHUNK == 0
+    assert statuses == ["issued"] * issued + ["not issued (cancelled)"] * (300 - issued)  # in file order
+    with live.app.app_context():
+        badges = get_session().query(Credential).filter(Credential.recipient_email.like("wrong%")).all()
+        assert len(badges) == issued and all(b.revoked_at is None for b in badges)
+
+
+def test_signing_out_of_single_sign_on_ends_the_session_at_the_provider_too(page, live):
+    """Sign-out sends the browser to the provider's end_session_endpoint (through the console's
+    form-action policy), and the provider sends it back to the console's sign-in page."""
+    page.goto(f"{live.url}/console/sign-in")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in with the school's account").click()
+    with page.expect_navigation(url=f"{live.url}/console/"):
+        page.locator('button[name="sub"][value="new.registrar"]').click()
+    provider = live.app.config["ISSUER_OIDC_ISSUER"]
+    with page.expect_navigation(url=f"{provider}/oauth2/end_session**"):
+        page.get_by_role("button", name="Sign out").click()
+    assert "id_token_hint=" in page.url
+    with page.expect_navigation(url=f"{live.url}/console/sign-in"):
+        page.get_by_role("button", name="End session").click()
+    page.goto(f"{live.url}/console/issue")
+    assert "/console/sign-in" in page.url  # signed out here as well
+
+
+def test_an_administrator_makes_a_reset_link_and_the_person_sets_a_new_password_with_it(page, live, browser):
+    admin = make_staff(live, "reset.admin@school.example", "administrator")
+    forgetful = make_staff(live, "forgetful@school.example", "catalogue_editor")
+    local_sign_in(page, live, admin, pyotp.TOTP(admin.totp_secret).now())
+    link(page, "Staff accounts")
+    assert_accessible(page, "console-accounts-reset-buttons")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Make a password reset link for forgetful@school.example").click()
+    reset_url = page.locator("#reset-link").input_value()
+    assert reset_url.startswith(f"{live.url}/console/reset/")
+    assert_accessible(page, "console-reset-link")
+
+    other = browser.new_context(locale="en-GB")  # the person's own browser, not signed in
+    try:
+        other.route("**/*", only_local([]))
+        tab = other.new_page()
+        tab.goto(reset_url)
+        assert "forgetful@school.example" in tab.locator("main").inner_text()
+        assert_accessible(tab, "console-reset")
+        tab.fill("#password", NEW_PASSWORD)
+        tab.fill("#again", NEW_PASSWORD)
+        with tab.expect_navigation(url=f"{live.url}/console/sign-in"):
+            tab.locator("#set-password").click()
+        assert "Your new password is set" in tab.locator(".flash").inner_text()
+        tab.fill("#email", forgetful.email)
+        tab.fill("#password", NEW_PASSWORD)
+        with tab.expect_navigation(url=f"{live.url}/console/"):
+            tab.locator("#local-sign-in").click()
+        response = tab.goto(reset_url)  # used: it works once
+        assert response.status == 410 and tab.locator("#reset-invalid").is_visible()
+        assert_accessible(tab, "console-reset-used")
+    finally:
+        other.close()

@@ -9,6 +9,7 @@ resolver; the only server they reach is a loopback one that a "public" name is s
 from __future__ import annotations
 
 import functools
+import html
 import io
 import json
 import signal
@@ -32,7 +33,9 @@ SECONDS = 20  # per request: a hang fails the test instead of the run
 PUBLIC_IP = "93.184.215.14"
 INTERNAL = {"loopback": "127.0.0.1", "metadata": "169.254.169.254", "private-10": "10.1.2.3",
             "private-192": "192.168.1.1", "multicast": "224.0.0.1", "unspecified": "0.0.0.0",
-            "mapped-v6": "::ffff:127.0.0.1"}
+            "mapped-v6": "::ffff:127.0.0.1", "loopback-other": "127.5.6.7", "link-local": "169.254.1.1",
+            "private-172": "172.16.0.1", "shared-100": "100.64.0.1", "loopback-v6": "::1",
+            "link-local-v6": "fe80::1", "unique-local-v6": "fd00::1", "multicast-v6": "ff02::1"}
 COUNTED = (Credential, Award, AuditEntry, AwardApplication, Notification, StatusEntry)
 
 
@@ -120,20 +123,21 @@ def check_api(response, case: Case) -> None:
 
 
 def check_page(response, case: Case) -> None:
-    html = response.get_data(as_text=True)
-    assert "Traceback" not in html
+    page_text = response.get_data(as_text=True)
+    assert "Traceback" not in page_text
     if case.expect == REJECT:
         assert response.status_code == 400, (case.name, response.status_code)
+        assert case.message.lower() in html.unescape(page_text).lower(), (case.name, "message not shown")
     else:
         assert response.status_code == 200, (case.name, response.status_code)
-        assert 'data-verified="true"' not in html
+        assert 'data-verified="true"' not in page_text
 
 
 def check_evaluate(response, case: Case) -> None:
     body = response.get_json()
     if case.expect == REJECT:
         assert 400 <= response.status_code < 500, (case.name, response.status_code, body)
-        assert body["detail"]
+        assert body["detail"] and case.message.lower() in body["detail"].lower(), (case.name, body["detail"])
     else:
         assert response.status_code == 200, (case.name, response.status_code, body)
         assert body.get("eligible") is not True, body
@@ -261,7 +265,7 @@ def signed_with_status(list_url: str) -> tuple[dict, object, str]:
     return proofs.create_eddsa_rdfc_2022(doc, private, method, created="2024-01-15T09:00:00Z"), private, method
 
 
-@pytest.mark.parametrize("name", ["metadata", "loopback", "private-10", "private-192", "multicast"])
+@pytest.mark.parametrize("name", list(INTERNAL))
 def test_status_lists_on_internal_addresses_are_never_fetched(app, client, no_network, name):
     credential, _, _ = signed_with_status(f"https://{name}.test/status/1")
     case = Case(f"status-{name}", json.dumps(credential).encode(), "badge.json", "application/json", UNVERIFIED)
@@ -323,3 +327,139 @@ def test_a_status_list_that_is_a_gzip_bomb_fails_fast_and_closed(app, client, mo
         start = time.perf_counter()
         run_everywhere(app, client, case, awards=False)
         assert time.perf_counter() - start < 10
+
+
+# --- slow servers, endless bodies and redirects, end to end ------------------------------------------------
+
+FETCH_TIMEOUT = 1.0  # ISSUER_FETCH_TIMEOUT for these tests, so that a hang shows as a slow test, not a stuck one
+
+
+def _silent(handler):
+    time.sleep(3 * FETCH_TIMEOUT)
+
+
+def _trickle(handler):
+    """One byte at a time, each arriving well within any socket timeout: only a total deadline stops it."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    for _ in range(200):
+        handler.wfile.write(b" ")
+        handler.wfile.flush()
+        time.sleep(0.05)
+
+
+def _endless(handler):
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.end_headers()
+    handler.wfile.write(b'{"padding": "')
+    for _ in range(100_000):  # 400 MB: far past any limit, but the thread still ends
+        handler.wfile.write(b"x" * 4096)
+
+
+def _declared_huge(handler):
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(1024 * 1024 * 1024))
+    handler.end_headers()
+
+
+SLOW = {"silent": (_silent, "timed out"), "trickle": (_trickle, "timed out"),
+        "endless": (_endless, "limit"), "declared-huge": (_declared_huge, "exceeds")}
+
+
+def _fails_in_time(app, client, case: Case, check: str, reason: str, *, requests: int = 3) -> None:
+    """Every endpoint answers within a couple of fetch timeouts, and the named check fails saying why."""
+    app.config["ISSUER_FETCH_TIMEOUT"] = FETCH_TIMEOUT
+    start = time.perf_counter()
+    run_everywhere(app, client, case, awards=False)
+    body = api_body(client, case).get_json()
+    elapsed = time.perf_counter() - start
+    assert elapsed < (requests + 1) * 3 * FETCH_TIMEOUT, f"{elapsed:.1f} s for {requests + 1} requests"
+    found = {c["name"]: c for c in body["checks"]}[check]
+    assert found["ok"] is False and reason in found["detail"], found
+
+
+@pytest.mark.parametrize("behaviour", list(SLOW))
+def test_a_slow_or_endless_did_web_server_fails_the_proof_in_bounded_time(app, client, issued, monkeypatch,
+                                                                          tmp_path, behaviour):
+    route, reason = SLOW[behaviour]
+    with public_name_served_locally(monkeypatch, tmp_path, {"/.well-known/did.json": route}) as host:
+        _fails_in_time(app, client, _did_web_variant(issued, host.replace(":", "%3A")), "proof", reason)
+
+
+@pytest.mark.parametrize("behaviour", list(SLOW))
+def test_a_slow_or_endless_status_list_server_fails_closed_in_bounded_time(app, client, monkeypatch, tmp_path,
+                                                                           behaviour):
+    route, reason = SLOW[behaviour]
+    with public_name_served_locally(monkeypatch, tmp_path, {"/status/1": route}) as host:
+        credential, _, _ = signed_with_status(f"https://{host}/status/1")
+        case = Case(f"status-{behaviour}", json.dumps(credential).encode(), "badge.json", "application/json",
+                    UNVERIFIED)
+        _fails_in_time(app, client, case, "status", reason)
+
+
+@pytest.mark.parametrize("location", ["https://metadata.test/status/1", "https://169.254.169.254/status/1",
+                                      "https://private-172.test/s", "https://[fe80::1]/s",
+                                      "https://multicast.test/s", "http://public.test/downgraded",
+                                      "file:///etc/passwd"])
+def test_a_status_list_redirecting_to_an_internal_address_is_refused(app, client, monkeypatch, tmp_path,
+                                                                     no_network, location):
+    with public_name_served_locally(monkeypatch, tmp_path, {"/status/1": redirect(location)}) as host:
+        credential, _, _ = signed_with_status(f"https://{host}/status/1")
+        case = Case("status-redirect", json.dumps(credential).encode(), "badge.json", "application/json",
+                    UNVERIFIED)
+        run_everywhere(app, client, case, awards=False)
+        checks = {c["name"]: c for c in api_body(client, case).get_json()["checks"]}
+    assert checks["proof"]["ok"] is True  # so the list really was fetched, and the redirect refused
+    assert checks["status"]["ok"] is False and "refus" in checks["status"]["detail"], checks["status"]
+    assert all(address[0] == "127.0.0.1" for address in no_network), no_network  # only the loopback server
+
+
+@pytest.mark.parametrize("name", ["loopback", "metadata", "private-10", "link-local-v6"])
+def test_a_jwt_whose_did_web_key_is_on_an_internal_address_is_never_fetched(app, client, issued, no_network,
+                                                                            name):
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    did = f"did:web:{name}.test"
+    payload = {**json.loads(issued)}
+    payload.pop("proof")
+    payload["issuer"] = {**payload["issuer"], "id": did}
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    token = pyjwt.encode({**payload, "iss": did, "jti": payload["id"]}, key, algorithm="ES256",
+                         headers={"kid": f"{did}#key-1", "typ": "JWT"})
+    case = Case(f"jwt-did-web-{name}", token.encode(), "badge.jwt", "text/plain", UNVERIFIED, "refused")
+    run_everywhere(app, client, case, awards=False)
+    assert no_network == []
+
+
+def test_an_award_application_of_badges_on_slow_servers_is_bounded_as_a_whole(app, client, issued, monkeypatch,
+                                                                             tmp_path):
+    """One slow server is one fetch timeout; twelve badges each naming a different path on it must not add up
+    to twelve timeouts (or more): the request as a whole has a fetch budget."""
+    app.config["ISSUER_FETCH_TIMEOUT"] = FETCH_TIMEOUT
+    routes = {f"/b{i}/did.json": _silent for i in range(12)}
+    with public_name_served_locally(monkeypatch, tmp_path, routes) as host:
+        badges = [json.loads(_did_web_variant(issued, f"{host.replace(':', '%3A')}:b{i}").data) for i in range(12)]
+        before = counts(app)
+        start = time.perf_counter()
+        response = timed(lambda: client.post("/api/v1/awards/evaluate",
+                                             json={"recipient": {"email": LEARNER}, "credentials": badges}))
+        elapsed = time.perf_counter() - start
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["eligible"] is False
+    assert counts(app) == before
+    assert elapsed < 6 * FETCH_TIMEOUT, f"{elapsed:.1f} s"
+
+
+def test_a_used_up_fetch_budget_refuses_further_fetches_without_connecting(no_network):
+    budget = fetch.FetchBudget(1.0)
+    budget.spend(1.0)
+    with pytest.raises(fetch.FetchError, match="used up its 1 s"):
+        fetch.fetch_json("https://public.test/.well-known/did.json", policy=fetch.FetchPolicy(budget=budget))
+    assert no_network == []

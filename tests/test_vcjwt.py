@@ -29,6 +29,7 @@ from issuer.vcjwt import (
     strip_registered_claims,
     verify_vc_jwt,
 )
+from tests.corpus import data_analysis_badge
 
 FIXTURES = "examples/ob_v3p0/1edtech-validator-fixtures"
 ISSUER = "did:web:badges.example.edu"
@@ -38,26 +39,7 @@ B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 
 def make_credential(**changes: Any) -> dict[str, Any]:
-    credential: dict[str, Any] = {
-        "@context": ["https://www.w3.org/ns/credentials/v2",
-                     "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"],
-        "id": "urn:uuid:6f1d8a3e-1b7c-4e8d-9f0a-2c3b4d5e6f70",
-        "type": ["VerifiableCredential", "OpenBadgeCredential"],
-        "name": "Introduction to Data Analysis 資料分析入門",
-        "issuer": {"id": ISSUER, "type": ["Profile"], "name": "Example University"},
-        "validFrom": "2025-06-01T09:30:00Z",
-        "credentialSubject": {
-            "id": HOLDER,
-            "type": ["AchievementSubject"],
-            "achievement": {
-                "id": "https://badges.example.edu/achievements/data-analysis-101",
-                "type": ["Achievement"],
-                "name": "Introduction to Data Analysis",
-                "description": "Learners clean, explore and visualise tabular data.",
-                "criteria": {"narrative": "Complete all six modules with at least 70%."},
-            },
-        },
-    }
+    credential = data_analysis_badge(ISSUER, HOLDER)
     credential.update(changes)
     return credential
 

@@ -10,10 +10,10 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from .. import issuing, mail, revocation
 from ..catalogue import CatalogueError, validate_catalogue
 from ..db import get_session
-from ..formats import FormatError, parse_submission
+from ..formats import FormatError, loads_strict, parse_submission
 from ..identity import get_context, get_verifier
-from ..models import Achievement, Credential
-from ..tokens import authenticate
+from ..models import Achievement, AuditEntry, Credential
+from ..tokens import TokenError, UnknownToken, allows, authenticate, create_token, list_tokens, revoke_token, token_view
 from .errors import ApiError
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -33,9 +33,9 @@ def require_scope(scope: str):
             caller = authenticate(session, header[7:].strip())
             if caller is None:
                 raise ApiError(401, "the API token is unknown or revoked", headers=challenge)
-            if scope not in caller.scopes and "admin" not in caller.scopes:
+            session.commit()  # records last use (at most once a minute per token), refused or not
+            if not allows(caller.scopes, scope):
                 raise ApiError(403, f"this token lacks the '{scope}' scope")
-            session.commit()  # records last use
             g.caller = caller
             return view(*args, **kwargs)
 
@@ -52,12 +52,18 @@ def json_body() -> object:
     if not raw:
         raise ApiError(400, "the request body is empty; a JSON object is expected")
     try:
-        return json.loads(raw.decode("utf-8"))
+        # Strict like a submitted credential: duplicate names could make what we check differ from
+        # what another parser (or a signature) sees; depth is capped before parsing.
+        return loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not valid UTF-8") from None
+    except FormatError as exc:
+        raise ApiError(400, f"the request body is refused: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
                             f"column {exc.colno}") from None
+    except ValueError as exc:  # NaN, Infinity
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "the request body is nested too deeply") from None
 
@@ -90,7 +96,7 @@ def list_achievements():
 
 
 @bp.post("/achievements")
-@require_scope("admin")
+@require_scope("catalogue")
 def add_achievement():
     body = json_body()
     if not isinstance(body, dict):
@@ -109,6 +115,87 @@ def add_achievement():
     response.status_code = 201
     response.headers["Location"] = url_for("public.achievement", code=mc.code)
     return response
+
+
+# --- keys and tokens ---------------------------------------------------------------------------------
+
+@bp.post("/keys/rotate")
+@require_scope("keys")
+def rotate_keys():
+    """New current keys (all, or `{"algorithms": [...]}`); the same core and audit entry as `issuer keys rotate`."""
+    algorithms = None
+    if request.get_data(cache=True):
+        body = json_body()
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object, e.g. {\"algorithms\": [\"Ed25519\"]}")
+        unknown = set(body) - {"algorithms"}
+        if unknown:
+            raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+        algorithms = body.get("algorithms")
+        if algorithms is not None and (not isinstance(algorithms, list) or not algorithms
+                                       or not all(isinstance(a, str) for a in algorithms)):
+            raise ApiError(400, "algorithms must be a non-empty list of names such as \"Ed25519\" or \"ES256\"",
+                           field="algorithms")
+    from ..identity import rotate_keys as rotate
+
+    try:
+        new_keys = rotate(current_app._get_current_object(), algorithms, actor=g.caller.actor)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), field="algorithms") from None
+    ctx = get_context()
+    return jsonify({"did": ctx.did,
+                    "rotated": [{"algorithm": k.algorithm, "id": f"{ctx.did}#{k.kid}"} for k in new_keys],
+                    "keys": [{"algorithm": k.algorithm, "id": f"{ctx.did}#{k.kid}", "status": k.status}
+                             for k in ctx.keyring.all()]})
+
+
+@bp.get("/tokens")
+@require_scope("admin")
+def tokens_list():
+    return jsonify({"tokens": [token_view(row) for row in list_tokens(get_session())]})
+
+
+@bp.post("/tokens")
+@require_scope("admin")
+def tokens_create():
+    """A new token; its secret is in this response only (only its sha256 is stored)."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object with name and scopes")
+    unknown = set(body) - {"name", "scopes"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    name, scopes = body.get("name", "api"), body.get("scopes")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not name.isprintable():
+        raise ApiError(400, "name must be 1 to 200 printable characters", field="name")
+    if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+        raise ApiError(400, "scopes must be a list, e.g. [\"issue\", \"revoke\"]", field="scopes")
+    session = get_session()
+    try:
+        row, secret = create_token(session, name.strip(), scopes)
+    except TokenError as exc:
+        session.rollback()
+        raise ApiError(400, str(exc), field="scopes") from None
+    session.add(AuditEntry(actor=g.caller.actor, action="token.create", subject=row.name,
+                           detail={"scopes": row.scopes, "id": row.id}))
+    session.commit()
+    response = jsonify({**token_view(row), "token": secret})
+    response.status_code = 201
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.delete("/tokens/<int:token_id>")
+@require_scope("admin")
+def tokens_revoke(token_id: int):
+    session = get_session()
+    try:
+        row = revoke_token(session, token_id, actor=g.caller.actor)
+    except UnknownToken as exc:
+        session.rollback()
+        raise ApiError(404, str(exc)) from None
+    session.commit()
+    return jsonify(token_view(row))
 
 
 # --- issuing -----------------------------------------------------------------------------------------
@@ -231,3 +318,27 @@ def verify():
     result = get_verifier().verify_submission(submission, recipient_email=email)
     current_app.logger.info("verified %s: %s", result.format, result.verified)
     return jsonify(result.to_json())
+
+
+# --- this API's description -------------------------------------------------------------------------
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI 3.1 document of the whole HTTP API (issuer/openapi.yaml), with this instance as server."""
+    document = dict(_openapi())
+    document["servers"] = [{"url": get_context().base_url}]
+    return jsonify(document)
+
+
+_OPENAPI: dict = {}
+
+
+def _openapi() -> dict:
+    # Parsed once per process: the file ships with the package and never changes while it runs.
+    if not _OPENAPI:
+        from importlib.resources import files
+
+        import yaml
+
+        _OPENAPI.update(yaml.safe_load(files("issuer").joinpath("openapi.yaml").read_text(encoding="utf-8")))
+    return _OPENAPI

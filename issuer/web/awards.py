@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from .. import awards
 from ..db import get_session
-from ..formats import FormatError, parse_submission
+from ..formats import FormatError, loads_strict, parse_submission
 from ..identity import challenge_issuer, get_context, get_verifier
 from ..stacking import RulesError
 from .api import json_body
@@ -57,13 +57,22 @@ def _application(allow_as_of: bool) -> awards.Application:
 FORM_FIELDS = ("email", "presentation", "target", "programme", "as_of")
 
 
+def learner_actor(email: str | None, holder: str | None = None) -> str:
+    """Who applied, for the audit log: a masked address (staff see l***@example.com elsewhere too), or the DID."""
+    from ..mail import mask
+
+    return f"learner:{mask(email)}" if email else f"learner:{holder}"
+
+
 def form_application(*, max_badges: int) -> tuple[dict, list[awards.Submitted]]:
     """A multipart application as the equivalent JSON body, with the sha256 of each badge as sent.
 
     Fields: ``email`` or ``presentation`` (JSON text), ``target``, ``programme``, ``as_of``, and any number
     of ``credentials`` (files, or text fields holding a JSON credential or a JWT).
     """
-    unknown = sorted((set(request.form) - set(FORM_FIELDS) - {"credentials"}) | (set(request.files) - {"credentials"}))
+    names = (set(request.form) - set(FORM_FIELDS) - {"credentials"}) | (set(request.files) - {"credentials"})
+    # A file part may come without a name (werkzeug keys it None), which cannot be sorted with the others.
+    unknown = sorted("(a part without a name)" if name is None else name for name in names)
     if unknown:
         raise ApiError(400, f"unknown form field(s): {', '.join(unknown)}; badges go in the field credentials")
     body: dict = {}
@@ -74,9 +83,9 @@ def form_application(*, max_badges: int) -> tuple[dict, list[awards.Submitted]]:
         body["recipient"] = {"email": email}
     elif presentation is not None:
         try:
-            body["recipient"] = {"presentation": json.loads(presentation)}
-        except ValueError:
-            raise ApiError(400, "the form field presentation must be a JSON verifiable presentation",
+            body["recipient"] = {"presentation": loads_strict(presentation)}
+        except ValueError as exc:  # also a duplicate member name or absurd nesting (FormatError)
+            raise ApiError(400, f"the form field presentation must be a JSON verifiable presentation ({exc})",
                            field="presentation") from None
     else:
         raise ApiError(400, "give the form field email (the address the badges were issued to) or "
@@ -113,9 +122,9 @@ def _target(value: str) -> object:
     """A target as text is a title; one written as a JSON object is {"level", "area", "theme"}."""
     if value.lstrip().startswith("{"):
         try:
-            return json.loads(value)
-        except ValueError:
-            raise ApiError(400, "the form field target is neither an award title nor a JSON object",
+            return loads_strict(value)
+        except ValueError as exc:
+            raise ApiError(400, f"the form field target is neither an award title nor a JSON object ({exc})",
                            field="target") from None
     return value
 
@@ -147,7 +156,7 @@ def claim():
     try:
         outcome = awards.claim(session, get_context(), current_app.extensions["issuer.rules"], get_verifier(),
                                application, trusted=trusted_issuers(),
-                               actor=f"learner:{application.email or application.holder}")
+                               actor=learner_actor(application.email, application.holder))
     except RulesError as exc:
         raise ApiError(400, str(exc), field="target") from None
     except awards.AwardError as exc:

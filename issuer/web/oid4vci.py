@@ -13,6 +13,7 @@ from flask import Blueprint, Response, g, jsonify, render_template, request
 
 from .. import oid4vci, qr, wallets
 from ..db import get_session
+from ..formats import FormatError, loads_strict
 from ..identity import challenge_secret, get_context
 from .api import json_body, require_scope
 from .errors import ApiError
@@ -213,8 +214,11 @@ def credential():
     oid4vci.bearer_offer(session, token_value)  # a bad token is a 401 whatever the body says
     if not request.mimetype or "json" not in request.mimetype:
         raise oid4vci.OAuthError("invalid_credential_request", "send the credential request as application/json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise oid4vci.OAuthError("invalid_credential_request", "the credential request is not valid JSON")
+    try:  # strict, like every JSON body: no duplicate names, no NaN, depth capped before parsing
+        body = loads_strict(request.get_data(cache=True).decode("utf-8"))
+    except FormatError as exc:
+        raise oid4vci.OAuthError("invalid_credential_request", f"the credential request is refused: {exc}") from None
+    except ValueError:
+        raise oid4vci.OAuthError("invalid_credential_request", "the credential request is not valid JSON") from None
     issued = oid4vci.issue_credential(session, get_context(), token=token_value, body=body)
     return _json({"credentials": [{"credential": issued}]})

@@ -13,7 +13,7 @@ from ..formats import FormatError, parse_submission
 from ..identity import get_context, get_verifier
 from ..models import Achievement
 from ..stacking import RulesError
-from .awards import uploaded_badges
+from .awards import learner_actor, uploaded_badges
 
 bp = Blueprint("pages", __name__)
 
@@ -70,7 +70,7 @@ def apply_page():
             if request.form.get("action") == "claim":
                 outcome = awards.claim(session, ctx, rules, verifier, application,
                                        trusted=frozenset(current_app.config["ISSUER_TRUSTED_ISSUERS"]),
-                                       actor=f"learner:{application.email}")
+                                       actor=learner_actor(application.email))
                 report, award = outcome.report, outcome.award
             else:
                 evaluated = awards.evaluate_badges(session, ctx, verifier, application,

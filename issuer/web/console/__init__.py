@@ -209,18 +209,49 @@ def sso_callback():
     db.commit()
     target = session.get("sso_next")
     start_session(account)
+    if token.get("id_token"):
+        # Kept for signing out at the provider too (the id_token_hint of RP-initiated logout).
+        session["oidc_id_token"] = token["id_token"]
     return redirect(_safe_next(target))
+
+
+def end_session_url(id_token: str) -> str | None:
+    """Where to send the browser to end the provider's session too (OpenID Connect RP-Initiated Logout):
+    the provider's `end_session_endpoint` with `id_token_hint`, our `client_id` and the console's sign-in
+    page as `post_logout_redirect_uri` (which the school registers with the provider). None when the
+    provider does not offer it, its metadata cannot be read, or it is on another origin than the
+    provider (the console's form-action policy would stop that redirect)."""
+    from urllib.parse import urlencode
+
+    from ..security import origin_of
+
+    try:
+        metadata = oidc_client().load_server_metadata()
+    except Exception:  # the provider is down: signing out here must still work
+        current_app.logger.warning("could not read the identity provider's metadata to sign out there")
+        return None
+    endpoint = metadata.get("end_session_endpoint") if isinstance(metadata, dict) else None
+    if not isinstance(endpoint, str) or not endpoint:
+        return None
+    if origin_of(endpoint) != origin_of(current_app.config["ISSUER_OIDC_ISSUER"]):
+        return None
+    query = urlencode({"id_token_hint": id_token, "client_id": current_app.config["ISSUER_OIDC_CLIENT_ID"],
+                       "post_logout_redirect_uri": url_for("console.sign_in", _external=True)})
+    return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
 
 @bp.post("/sign-out")
 def sign_out():
     account = current_account()
+    id_token = session.get("oidc_id_token")
+    target = end_session_url(id_token) if account is not None and id_token and oidc_configured() else None
     if account is not None:
         db = get_session()
-        db.add(AuditEntry(actor=staff.actor_of(account), action="staff.sign_out", subject=account.email, detail=None))
+        db.add(AuditEntry(actor=staff.actor_of(account), action="staff.sign_out", subject=account.email,
+                          detail={"at_provider": True} if target else None))
         db.commit()
     session.clear()
-    return redirect(url_for("console.sign_in"))
+    return redirect(target or url_for("console.sign_in"))
 
 
 # --- set-up -------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ... import awards, issuing, mail, revocation, staff
 from ...catalogue import CatalogueError, validate_catalogue
 from ...credentials import normalise_email
 from ...db import get_session
-from ...identity import get_context, get_verifier, reset_context
+from ...identity import get_context, get_verifier, rotate_keys
 from ...images import badge_svg
 from ...models import (
     Achievement,
@@ -32,7 +32,7 @@ from ...models import (
     utcnow,
 )
 from ...tokens import SCOPES, TokenError, create_token
-from . import actor, bp, current_account, require
+from . import actor, bp, client_address, current_account, require, secret_key, start_session
 
 
 @bp.get("/")
@@ -268,6 +268,24 @@ def job_start(job_id: str):
     return redirect(url_for("console.job", job_id=job_id))
 
 
+@bp.route("/cohorts/<job_id>/cancel", methods=["GET", "POST"])
+@require("cohort.cancel")
+def job_cancel(job_id: str):
+    """Stop a cohort, after a confirmation page: what was issued stays issued and valid."""
+    db = get_session()
+    found = db.get(ConsoleJob, job_id)
+    if found is None:
+        abort(404, "no such cohort")
+    if request.method == "POST":
+        try:
+            staff.cancel_job(db, found, actor=actor())
+        except staff.StaffError as exc:
+            abort(exc.status, str(exc))
+        flash(_("The cohort is cancelled. Badges already issued stay issued and valid; no more will be issued."))
+        return redirect(url_for("console.job", job_id=job_id))
+    return render_template("console/job_cancel.html", job=found, chunk=staff.CHUNK)
+
+
 @bp.get("/cohorts/<job_id>/progress.json")
 @require("learners.view")
 def job_progress(job_id: str):
@@ -406,7 +424,7 @@ def applications():
     return render_template("console/applications.html", rows=rows, q=request.args.get("q", ""))
 
 
-@bp.get("/applications/<int:application_id>")
+@bp.get("/applications/<int(min=1, max=2147483647):application_id>")
 @require("applications.view")
 def application(application_id: int):
     row = get_session().get(AwardApplication, application_id)
@@ -478,13 +496,7 @@ def keys_rotate():
             flash(_("Tick the box to confirm the rotation."))
             return redirect(url_for("console.keys_rotate"))
         chosen = [a for a in request.form.getlist("algorithm") if a in current] or current
-        for alg in chosen:
-            ctx.keyring.rotate(alg)
-        db = get_session()
-        issuing.store_identity(db, ctx, actor=actor())
-        db.add(AuditEntry(actor=actor(), action="key.rotate", subject=ctx.did, detail={"algorithms": chosen}))
-        db.commit()
-        reset_context(current_app._get_current_object())
+        rotate_keys(current_app._get_current_object(), chosen, actor=actor())
         flash(_("New current keys: %(algs)s. The old keys stay published.", algs=", ".join(chosen)))
         return redirect(url_for("console.keys"))
     return render_template("console/rotate.html", algorithms=current)
@@ -505,7 +517,7 @@ def token_create():
     return render_template("console/token_created.html", row=row, secret=secret)
 
 
-@bp.post("/tokens/<int:token_id>/revoke")
+@bp.post("/tokens/<int(min=1, max=2147483647):token_id>/revoke")
 @require("tokens.manage")
 def token_revoke(token_id: int):
     db = get_session()
@@ -546,7 +558,7 @@ def accounts():
                            me=current_account()), 400 if error else 200
 
 
-@bp.post("/accounts/<int:account_id>/deactivate")
+@bp.post("/accounts/<int(min=1, max=2147483647):account_id>/deactivate")
 @require("accounts.manage")
 def account_deactivate(account_id: int):
     db = get_session()
@@ -559,3 +571,136 @@ def account_deactivate(account_id: int):
     db.commit()
     flash(_("Account %(email)s deactivated.", email=row.email))
     return redirect(url_for("console.accounts"))
+
+
+@bp.post("/accounts/<int(min=1, max=2147483647):account_id>/reset-link")
+@require("accounts.manage")
+def account_reset_link(account_id: int):
+    """A password reset link for a local account, shown on this response only (never stored)."""
+    db = get_session()
+    row = db.get(StaffAccount, account_id)
+    if row is None:
+        abort(404, "no such account")
+    try:
+        token = staff.make_reset_token(db, row, secret_key(current_app), actor=actor())
+    except staff.StaffError as exc:
+        abort(exc.status, str(exc))
+    db.commit()
+    return render_template("console/reset_link.html", row=row, link=reset_link(token), hours=staff.RESET_HOURS)
+
+
+def reset_link(token: str) -> str:
+    return f"{current_app.config['ISSUER_BASE_URL']}/console/reset/{token}"
+
+
+def _qr_image(uri: str) -> str:
+    import segno
+
+    return segno.make_qr(uri, error="m").svg_data_uri(scale=5, border=4)
+
+
+def _totp_view(uri_for: StaffAccount, secret: str) -> dict:
+    """What a page needs to show a new TOTP secret: the QR code of its otpauth URI, and the secret as text."""
+    uri = pyotp_uri(uri_for, secret)
+    return {"secret": secret, "uri": uri, "qr": _qr_image(uri),
+            "grouped": " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))}
+
+
+def pyotp_uri(account: StaffAccount, secret: str) -> str:
+    import pyotp
+
+    return pyotp.TOTP(secret).provisioning_uri(name=account.email, issuer_name=current_app.config["ISSUER_NAME"])
+
+
+# --- your own account: password and authenticator app ------------------------------------------------------
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@require("console.view")
+def account_password():
+    me = current_account()
+    error = field = None
+    status = 200
+    if request.method == "POST":
+        db = get_session()
+        try:
+            staff.change_password(db, me, request.form.get("current") or "", request.form.get("password") or "",
+                                  request.form.get("again") or "", client_address())
+        except staff.StaffError as exc:
+            db.rollback()
+            error, field, status = str(exc), exc.field, exc.status
+        else:
+            start_session(me)  # other sessions of this account end; this one goes on
+            flash(_("Your password is changed. Other sessions of your account are signed out."))
+            return redirect(url_for("console.account_password"))
+    return render_template("console/password.html", me=me, error=error, field=field,
+                           minimum=staff.MIN_PASSWORD), status
+
+
+@bp.route("/account/totp", methods=["GET", "POST"])
+@require("console.view")
+def account_totp():
+    """Set up or replace the authenticator app: a new secret (QR code and text), saved only when a current
+    code from it and the account's password are given. The secret waits in the signed session cookie."""
+    from flask import session as cookie
+
+    me = current_account()
+    error = field = None
+    status = 200
+    pending = cookie.get("totp_pending")
+    if not isinstance(pending, dict) or pending.get("id") != me.id or not pending.get("secret"):
+        pending = {"id": me.id, "secret": staff.new_totp_secret()}
+        cookie["totp_pending"] = pending
+    if request.method == "POST" and not me.password_hash:
+        abort(409, "this account signs in with single sign-on; its second factor is the school's")
+    if request.method == "POST":
+        db = get_session()
+        try:
+            staff.reauthenticate(db, me, request.form.get("current") or "", client_address(),
+                                 action="staff.totp_setup")
+            staff.enrol_totp(db, me, pending["secret"], request.form.get("code") or "", actor=actor())
+        except staff.StaffError as exc:
+            db.rollback()
+            error, field, status = str(exc), exc.field, exc.status
+        else:
+            db.commit()
+            cookie.pop("totp_pending", None)
+            start_session(me)
+            flash(_("Your authenticator app is set up. Sign-ins now need a code from it."))
+            return redirect(url_for("console.account_password"))
+    return render_template("console/totp.html", me=me, error=error, field=field,
+                           totp=_totp_view(me, pending["secret"])), status
+
+
+# --- password reset through a link an administrator made (no sign-in) -----------------------------------
+
+@bp.route("/reset/<token>", methods=["GET", "POST"])
+def reset(token: str):
+    from flask import session as cookie
+
+    db = get_session()
+    try:
+        account = staff.account_for_reset(db, token, secret_key(current_app))
+    except staff.StaffError as exc:
+        return render_template("console/reset.html", invalid=str(exc), account=None), exc.status
+    enrol = None
+    if staff.needs_totp(account) and not account.totp_secret:
+        pending = cookie.get("reset_totp")
+        if not isinstance(pending, dict) or pending.get("id") != account.id or not pending.get("secret"):
+            pending = {"id": account.id, "secret": staff.new_totp_secret()}
+            cookie["reset_totp"] = pending
+        enrol = _totp_view(account, pending["secret"])
+    error = field = None
+    if request.method == "POST":
+        try:
+            staff.reset_password(db, token, secret_key(current_app), request.form.get("password") or "",
+                                 request.form.get("again") or "", totp_secret=enrol["secret"] if enrol else None,
+                                 code=request.form.get("code"))
+        except staff.StaffError as exc:
+            db.rollback()
+            error, field = str(exc), exc.field
+        else:
+            cookie.clear()
+            flash(_("Your new password is set. Sign in with it."))
+            return redirect(url_for("console.sign_in"))
+    return render_template("console/reset.html", invalid=None, account=account, enrol=enrol, error=error,
+                           field=field, minimum=staff.MIN_PASSWORD), 400 if error else 200
