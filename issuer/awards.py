@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -41,21 +42,29 @@ class Submitted:
 
     credential: dict | None
     jwt: str | None
-    sha256: str
+    digest: str | None = None  # given when the badge arrived as a file
 
     @classmethod
     def of(cls, item: Any, *, digest: str | None = None) -> Submitted:
         """``digest`` overrides the computed one when the badge arrived as a file: then the sha256 of the
         file's bytes as uploaded (a baked image, say) is what anyone holding the file can recompute."""
         if isinstance(item, str):
-            text = item.strip()
-            return cls(None, text, digest or hashlib.sha256(text.encode("utf-8")).hexdigest())
+            return cls(None, item.strip(), digest)
         if isinstance(item, dict):
-            # A JSON object inside a JSON request has no bytes of its own: digest its canonical JSON text
-            # (sorted keys, no spaces), which anyone can recompute from the badge file.
-            text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            return cls(item, None, digest or hashlib.sha256(text.encode("utf-8")).hexdigest())
+            return cls(item, None, digest)
         raise AwardError("each entry of credentials must be a credential object or a VC-JWT string")
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Computed when an award cites the badge (its evidence), not for every evaluation."""
+        if self.digest is not None:
+            return self.digest
+        if self.jwt is not None:
+            return hashlib.sha256(self.jwt.encode("utf-8")).hexdigest()
+        # A JSON object inside a JSON request has no bytes of its own: digest its canonical JSON text
+        # (sorted keys, no spaces), which anyone can recompute from the badge file.
+        text = json.dumps(self.credential, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass

@@ -25,7 +25,9 @@ MAX_DEPTH = 64
 
 _BOM = "\ufeff"
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string, written as an unrolled loop: the same language as "(?:[^"\\]|\\.)*" at a quarter of the
+# cost on a 200 kB request body (one alternation per character was most of json_depth's time).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 _SVG_START = re.compile(r"<svg[\s>/]", re.IGNORECASE)
 PDF_SIGNATURE = b"%PDF-"
@@ -139,10 +141,11 @@ def parse_json_object(text: str) -> dict:
 def json_depth(text: str) -> int:
     """Deepest bracket nesting, outside strings; measured before parsing so depth bombs cost nothing."""
     depth = deepest = 0
-    for match in _BRACKETS.finditer(_JSON_STRING.sub('""', text)):
-        if match.group() in "[{":
+    for bracket in _BRACKETS.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
             depth += 1
-            deepest = max(deepest, depth)
+            if depth > deepest:
+                deepest = depth
         else:
             depth -= 1
     return deepest

@@ -680,3 +680,21 @@ def test_a_credential_whose_type_holds_an_object_is_a_verdict_not_a_server_error
             "verifiableCredential": {**CREDENTIAL, "type": kind}})
         assert response.status_code == 400, response.get_data(as_text=True)[:300]
         assert response.get_json()["verified"] is False
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@FUZZ
+@given(json_values, st.booleans())
+def test_the_depth_measured_before_parsing_is_the_depth_of_the_value(value, ascii_only):
+    """formats.json_depth reads brackets outside strings only: strings full of brackets, quotes and
+    backslashes (escaped or not, any Unicode) never change the figure."""
+    from issuer.formats import json_depth
+
+    assert json_depth(json.dumps(value, ensure_ascii=ascii_only)) == _depth(value)
