@@ -21,6 +21,7 @@ key is never readable by others, not even for a moment.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -150,7 +151,18 @@ def public_key_from_jwk(jwk: dict[str, Any]) -> PublicKey:
     private = [m for m in _PRIVATE_JWK_MEMBERS if m in jwk]
     if private:
         raise ValueError(f"JWK carries private or symmetric key material ({', '.join(private)}); refused")
-    kty, crv = jwk.get("kty"), jwk.get("crv")
+    members = tuple(jwk.get(m) for m in ("kty", "crv", "x", "y", "n", "e"))
+    # Checking a P-256 point is on the curve costs more than the signature check it serves: the same few
+    # keys sign every badge, so the key object (immutable) is kept for the same members.
+    if all(m is None or (isinstance(m, str) and len(m) <= 1100) for m in members):
+        return _jwk_public_key(*members)
+    return _jwk_public_key.__wrapped__(*members)
+
+
+@functools.lru_cache(maxsize=128)
+def _jwk_public_key(kty: Any, crv: Any, x: Any, y: Any, n: Any, e: Any) -> PublicKey:
+    jwk = {"x": x, "y": y, "n": n, "e": e}
+    jwk = {k: v for k, v in jwk.items() if v is not None}
     try:
         if kty == "OKP" and crv == "Ed25519":
             return ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))

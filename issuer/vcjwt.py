@@ -237,14 +237,16 @@ def _as_public_key(key: Any) -> PublicKey:
 
 
 def verify_vc_jwt(token: str | bytes, public_key: Any, *,
-                  allowed_algs: tuple[str, ...] | list[str] = SUPPORTED_ALGS) -> dict[str, Any]:
+                  allowed_algs: tuple[str, ...] | list[str] = SUPPORTED_ALGS,
+                  parsed: tuple[dict[str, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Verify the signature with `public_key` and return the credential, after checking that the JWT
     claims agree with it. `exp`/`nbf` are not compared with the clock (the caller reports that).
 
     The OB form returns the payload itself (claims included); the VCDM 1.1 form returns the `vc` claim
     with iss/jti/sub/nbf/exp merged in where the credential lacks them.
     """
-    header, payload = parse_compact(token)
+    # `parsed`: what parse_compact already made of this very token (the verifier parses it first).
+    header, payload = parsed if parsed is not None else parse_compact(token)
     alg = header.get("alg")
     if not isinstance(alg, str):
         raise JwtError("JWT header has no alg")

@@ -419,7 +419,7 @@ def check_jwt_proof(state: _State) -> Check:
     state.warnings.extend(f"JWT {p}" for p in vcjwt.check_header(state.header))
     try:
         key = _jwt_key(state)
-        credential = vcjwt.verify_vc_jwt(state.token, key)
+        credential = vcjwt.verify_vc_jwt(state.token, key, parsed=(state.header, state.payload))
     except (vcjwt.JwtError, KeyResolutionError) as exc:
         return Check("proof", False, str(exc))
     state.jwt_key = key
